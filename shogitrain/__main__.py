@@ -1,0 +1,3 @@
+from shogitrain.cli import main
+
+main()

@@ -1,0 +1,550 @@
+"""Typed experiment configuration: dataclass defaults ← YAML file ← ``--set key=value`` overrides.
+
+A run is described by one :class:`Config`: a tree of dataclass sections (``model``, ``optim``,
+``schedule``, ``clip``, ``init``, ``loss``, ``train``, ``swa``, ``data``, ``run``) plus the scalar
+``amp``. The defaults are the dlshogi BN run of the NF note (blog-experiment.md): 10×192 ResNet,
+Nesterov SGD lr 0.1, wd 1e-4, batch 1024, fp16 AMP, eval every 1000 steps on 640 test positions.
+
+Loading::
+
+    cfg = load_config("configs/blog-nf.yaml", ["optim.lr=0.05", "clip.agc_exclude=[policy_head,value_head]"])
+
+* YAML mappings are merged into the defaults section by section; a key the schema does not
+  know is an error naming the closest valid key:
+  ``unknown config key 'optim.lrr' (did you mean 'optim.lr'?)``.
+* Override values are parsed with ``yaml.safe_load`` (``1e-4``, ``[a,b]``, ``true``, ``null``).
+* Values are checked and coerced against the field's annotation: numbers (strings such as
+  ``"1e-4"`` — which PyYAML leaves as text — are accepted), integers, booleans, enums (``Literal``;
+  YAML's ``off``/``on`` booleans read as the strings ``'off'``/``'on'``), lists, free-form dicts.
+  Errors are :class:`ConfigError` (a ``ValueError``) with a one-line message naming the key.
+* Free-form dicts (``model.options``, ``optim.nlcg``) take any sub-key: ``model.options.alpha=0.2``.
+
+``config_to_dict`` / ``dump_config`` write the resolved config (the run directory's ``config.yaml``);
+``config_from_dict`` reads it back (e.g. from a checkpoint's ``"config"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ACTIVATIONS",
+    "PARAMETER_GROUPS",
+    "ClipConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "GradInitConfig",
+    "InitConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "SwaConfig",
+    "TrainConfig",
+    "all_keys",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "parse_override",
+]
+
+# Activations with a published NF gain γ (algorithms.md §1.2); the BN net accepts the same names.
+ACTIVATIONS = (
+    "relu", "silu", "gelu", "leaky_relu", "elu", "celu", "selu",
+    "tanh", "sigmoid", "softplus", "relu6", "identity",
+)
+# Parameter groups every model declares through ``model.parameter_groups()`` (docs/internals.md).
+# ``clip.agc_exclude``, ``optim.no_decay`` and GradInit select parameters by these names.
+PARAMETER_GROUPS = (
+    "stem", "blocks", "policy_head", "value_head", "policy_final", "value_final",
+    "gains", "biases", "norm",
+)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["bn", "nf", "nf-blog"] = "bn"
+    blocks: int = 10
+    channels: int = 192
+    fc_units: int = 256
+    activation: str = "silu"  # one of ACTIVATIONS
+    options: dict[str, Any] = field(default_factory=dict)  # extra build_model(**options)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw", "radam", "nlcg"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = 1e-4
+    no_decay: list[str] = field(default_factory=list)  # parameter groups without weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw / radam
+    eps: float = 1e-8
+    decoupled_weight_decay: bool = False  # radam (adamw is always decoupled)
+    nlcg: dict[str, Any] = field(default_factory=dict)  # options of the NLCG optimizer
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["constant", "step", "cosine"] = "constant"
+    warmup_steps: int = 0  # linear warm-up from 0, in optimizer steps
+    step_size: int = 0  # 'step': decay every step_size units (steps or epochs, see unit)
+    gamma: float = 0.1  # 'step': multiplicative decay
+    min_lr: float = 0.0  # 'cosine': final learning rate
+    unit: Literal["step", "epoch"] = "step"
+
+
+@dataclass
+class ClipConfig:
+    mode: Literal["none", "norm", "agc"] = "none"
+    max_norm: float = 10.0  # 'norm': global L2 norm, dlshogi's --clip_grad_max_norm default
+    agc_clipping: float = 0.01  # 'agc': λ
+    agc_eps: float = 1e-3  # 'agc': ε
+    agc_exclude: list[str] = field(default_factory=lambda: ["policy_final", "value_final"])
+
+
+@dataclass
+class GradInitConfig:
+    """GradInit options (algorithms.md §3; launch-script defaults of zhuchen03/gradinit)."""
+
+    variant: Literal["sgd", "adam"] = "sgd"  # the first step simulated: SGD (L2) or Adam (sign, L1)
+    eta: float = 0.1  # η, the simulated step size
+    gamma: float = 1.0  # γ, gradient-norm constraint (.inf = none)
+    lr: float = 1e-3  # τ, Adam learning rate on the scales
+    iters: int = 390
+    min_scale: float = 0.01
+    grad_clip: float = 1.0
+    normalize_grad: bool = True
+    batch_size: int = 0  # size of S (two half-batches); 0 = train.batch_size
+
+
+@dataclass
+class InitConfig:
+    method: Literal["default", "gradinit"] = "default"
+    gradinit: GradInitConfig = field(default_factory=GradInitConfig)
+
+
+@dataclass
+class LossConfig:
+    """dlshogi's bootstrap loss (see shogitrain/train/loss.py); every term can be switched off."""
+
+    policy: bool = True
+    policy_weight: float = 1.0
+    z_weighting: bool = True  # weight the policy CE by z = result − value + 0.5
+    entropy: bool = True
+    entropy_beta: float = 0.001
+    result: bool = True
+    eval: bool = True
+    value_lambda: float = 0.333  # λ: (1−λ)·BCE(result) + λ·BCE(eval value)
+    eval_scale: float = 756.0864962951762  # value = sigmoid(eval / eval_scale)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 1024
+    steps: int = 0  # 0 = train by epochs
+    epochs: int = 1
+    eval_interval: int = 1000  # steps between evaluations on a random test sample
+    eval_sample: int = 640  # positions in that sample
+    eval_full_each_epoch: bool = True  # full test pass at the end of each epoch
+    seed: int = 0
+    log_interval: int = 100
+    checkpoint_interval: int = 0  # steps; 0 = only at epoch ends
+    compile: bool = False
+    channels_last: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    sync_bn: bool = False
+    max_nonfinite: int = 10  # abort after this many consecutive non-finite losses
+
+
+@dataclass
+class SwaConfig:
+    mode: Literal["off", "swa", "ema"] = "off"
+    start_step: int = 0
+    interval: int = 250  # steps between averaging updates (dlshogi --swa_freq)
+    ema_decay: float = 10 / 11  # 'ema': dlshogi's --swa_n_avr 10 → a = 10/11 per update
+    update_bn: bool = True  # recompute BN statistics of the averaged model
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # dataset directory written by `prepare`
+    train_split: str = "train"
+    test_split: str = "test"
+    workers: int = 2
+    prefetch: int = 2
+    shuffle: bool = True
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs"
+    name: str | None = None  # None = generated from the date and arch
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    amp: Literal["off", "bf16", "fp16"] = "fp16"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    swa: SwaConfig = field(default_factory=SwaConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema walking and value coercion
+# --------------------------------------------------------------------------------------------
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _is_free_dict(tp: Any) -> bool:
+    return typing.get_origin(tp) is dict or tp is dict
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every settable dotted key of the schema (free-form dicts as their own key)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        key = prefix + f.name
+        if _is_section(tp):
+            keys.append(key)
+            keys.extend(all_keys(tp, key + "."))
+        else:
+            keys.append(key)
+    return keys
+
+
+def _unknown_key(key: str) -> ConfigError:
+    matches = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
+    if not matches:  # a typo in the section part: compare the last component within the section
+        leaf = key.rsplit(".", 1)[-1]
+        leaves = {k.rsplit(".", 1)[-1]: k for k in all_keys()}
+        close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.8)
+        matches = [leaves[close[0]]] if close else []
+    hint = f" (did you mean '{matches[0]}'?)" if matches else ""
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _describe(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against annotation ``tp`` and return it in canonical form."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, inner[0], value)
+    if value is None:
+        raise ConfigError(f"{key}: a value is required, got null")
+    if origin is Literal:
+        choices = [str(a) for a in args]
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/yes/no as booleans
+            for text in (("on", "yes", "true") if value else ("off", "no", "false")):
+                if text in choices:
+                    return text
+        if isinstance(value, str) and value in choices:
+            return value
+        text = str(value)
+        close = difflib.get_close_matches(text, choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {text!r}{hint}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {_describe(value)}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {_describe(value)}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+            return int(number)
+        raise ConfigError(f"{key}: expected an integer, got {_describe(value)}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {_describe(value)}")
+    if origin is list:
+        (item_tp,) = args
+        if isinstance(value, str) and item_tp is str:  # "a,b" or "a"
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
+        return [_coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {_describe(value)}")
+        return tuple(_coerce(f"{key}[{i}]", t, v) for i, (t, v) in enumerate(zip(args, value)))
+    if _is_free_dict(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")
+        return {str(k): v for k, v in value.items()}
+    if tp is Any:
+        return value
+    raise TypeError(f"config schema: unsupported annotation {tp!r} for {key}")  # pragma: no cover
+
+
+def _merge(section: Any, data: Any, prefix: str) -> None:
+    """Merge a mapping into a dataclass section in place (nested sections merge recursively)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {_describe(data)}")
+    hints = _hints(type(section))
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if not isinstance(name, str) or name not in hints:
+            raise _unknown_key(key)
+        tp = hints[name]
+        if _is_section(tp):
+            _merge(getattr(section, name), value, key + ".")
+        else:
+            setattr(section, name, _coerce(key, tp, value))
+
+
+def _set_key(cfg: Config, key: str, value: Any) -> None:
+    """Apply one dotted override ``key=value`` (already YAML-parsed)."""
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"bad config key {key!r}")
+    node: Any = cfg
+    for i, part in enumerate(parts):
+        hints = _hints(type(node))
+        if part not in hints:
+            raise _unknown_key(key)
+        tp = hints[part]
+        prefix = ".".join(parts[: i + 1])
+        rest = parts[i + 1:]
+        if _is_section(tp):
+            if not rest:
+                _merge(getattr(node, part), value, prefix + ".")
+                return
+            node = getattr(node, part)
+            continue
+        if rest and _is_free_dict(tp):  # model.options.alpha=0.2
+            target = getattr(node, part)
+            for sub in rest[:-1]:
+                target = target.setdefault(sub, {})
+                if not isinstance(target, dict):
+                    raise ConfigError(f"{key}: {sub!r} is not a mapping")
+            target[rest[-1]] = value
+            return
+        if rest:
+            raise _unknown_key(key)
+        setattr(node, part, _coerce(key, tp, value))
+        return
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr=0.05'`` → ``('optim.lr', 0.05)``; the value goes through ``yaml.safe_load``."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc.__class__.__name__}") from None
+    return key, value
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of ranges and cross-field rules
+# --------------------------------------------------------------------------------------------
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _check_groups(key: str, names: list[str]) -> None:
+    for name in names:
+        if name not in PARAMETER_GROUPS:
+            close = difflib.get_close_matches(name, PARAMETER_GROUPS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"{key}: unknown parameter group {name!r}{hint}; groups: {', '.join(PARAMETER_GROUPS)}"
+            )
+
+
+def validate(cfg: Config) -> Config:
+    """Check value ranges and cross-field rules; raise :class:`ConfigError` naming the key."""
+    m, o, s, c, g, lo, t = cfg.model, cfg.optim, cfg.schedule, cfg.clip, cfg.init.gradinit, cfg.loss, cfg.train
+    _check(m.blocks >= 1, "model.blocks", f"must be ≥ 1, got {m.blocks}")
+    _check(m.channels >= 1, "model.channels", f"must be ≥ 1, got {m.channels}")
+    _check(m.fc_units >= 1, "model.fc_units", f"must be ≥ 1, got {m.fc_units}")
+    if m.activation not in ACTIVATIONS:
+        close = difflib.get_close_matches(m.activation, ACTIVATIONS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"model.activation: expected one of {', '.join(ACTIVATIONS)}, got {m.activation!r}{hint}")
+
+    _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", f"must be > 0, got {o.lr}")
+    _check(0 <= o.momentum < 1, "optim.momentum", f"must be in [0, 1), got {o.momentum}")
+    _check(not (o.nesterov and o.name == "sgd" and o.momentum == 0), "optim.nesterov",
+           "Nesterov momentum needs optim.momentum > 0")
+    _check(o.weight_decay >= 0, "optim.weight_decay", f"must be ≥ 0, got {o.weight_decay}")
+    _check(all(0 <= b < 1 for b in o.betas), "optim.betas", f"must be in [0, 1), got {list(o.betas)}")
+    _check(o.eps >= 0, "optim.eps", f"must be ≥ 0, got {o.eps}")
+    _check_groups("optim.no_decay", o.no_decay)
+
+    _check(s.warmup_steps >= 0, "schedule.warmup_steps", f"must be ≥ 0, got {s.warmup_steps}")
+    _check(s.name != "step" or s.step_size > 0, "schedule.step_size", "must be > 0 for schedule.name=step")
+    _check(s.gamma > 0, "schedule.gamma", f"must be > 0, got {s.gamma}")
+    _check(s.min_lr >= 0, "schedule.min_lr", f"must be ≥ 0, got {s.min_lr}")
+
+    _check(c.max_norm > 0, "clip.max_norm", f"must be > 0, got {c.max_norm}")
+    _check(c.agc_clipping > 0, "clip.agc_clipping", f"must be > 0, got {c.agc_clipping}")
+    _check(c.agc_eps > 0, "clip.agc_eps", f"must be > 0, got {c.agc_eps}")
+    _check_groups("clip.agc_exclude", c.agc_exclude)
+
+    _check(g.eta > 0, "init.gradinit.eta", f"must be > 0, got {g.eta}")
+    _check(g.gamma > 0, "init.gradinit.gamma", f"must be > 0, got {g.gamma}")
+    _check(g.lr > 0, "init.gradinit.lr", f"must be > 0, got {g.lr}")
+    _check(g.iters >= 0, "init.gradinit.iters", f"must be ≥ 0, got {g.iters}")
+    _check(0 <= g.min_scale <= 1, "init.gradinit.min_scale", f"must be in [0, 1], got {g.min_scale}")
+    _check(g.grad_clip > 0, "init.gradinit.grad_clip", f"must be > 0, got {g.grad_clip}")
+    _check(g.batch_size >= 0 and g.batch_size % 2 == 0, "init.gradinit.batch_size",
+           f"must be an even number ≥ 0 (two half-batches), got {g.batch_size}")
+
+    _check(lo.policy_weight >= 0, "loss.policy_weight", f"must be ≥ 0, got {lo.policy_weight}")
+    _check(lo.entropy_beta >= 0, "loss.entropy_beta", f"must be ≥ 0, got {lo.entropy_beta}")
+    _check(0 <= lo.value_lambda <= 1, "loss.value_lambda", f"must be in [0, 1], got {lo.value_lambda}")
+    _check(lo.eval_scale > 0, "loss.eval_scale", f"must be > 0, got {lo.eval_scale}")
+    _check(lo.policy or lo.result or lo.eval, "loss", "every loss term is switched off")
+
+    _check(t.batch_size >= 1, "train.batch_size", f"must be ≥ 1, got {t.batch_size}")
+    _check(t.steps >= 0, "train.steps", f"must be ≥ 0 (0 = by epochs), got {t.steps}")
+    _check(t.epochs >= 1, "train.epochs", f"must be ≥ 1, got {t.epochs}")
+    _check(t.eval_interval >= 0, "train.eval_interval", f"must be ≥ 0 (0 = never), got {t.eval_interval}")
+    _check(t.eval_sample >= 1, "train.eval_sample", f"must be ≥ 1, got {t.eval_sample}")
+    _check(t.log_interval >= 1, "train.log_interval", f"must be ≥ 1, got {t.log_interval}")
+    _check(t.checkpoint_interval >= 0, "train.checkpoint_interval", f"must be ≥ 0, got {t.checkpoint_interval}")
+    _check(t.max_nonfinite >= 1, "train.max_nonfinite", f"must be ≥ 1, got {t.max_nonfinite}")
+
+    w = cfg.swa
+    _check(w.interval >= 1, "swa.interval", f"must be ≥ 1, got {w.interval}")
+    _check(w.start_step >= 0, "swa.start_step", f"must be ≥ 0, got {w.start_step}")
+    _check(0 < w.ema_decay < 1, "swa.ema_decay", f"must be in (0, 1), got {w.ema_decay}")
+    _check(cfg.data.workers >= 0, "data.workers", f"must be ≥ 0, got {cfg.data.workers}")
+    _check(cfg.data.prefetch >= 0, "data.prefetch", f"must be ≥ 0, got {cfg.data.prefetch}")
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def config_from_dict(data: Mapping[str, Any] | None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults ← ``data`` (a mapping as read from YAML) ← overrides; validated."""
+    cfg = Config()
+    if data is not None:
+        _merge(cfg, data, "")
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_key(cfg, key, value)
+    return validate(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML preset (or start from the defaults when ``path`` is None), apply ``key=value``
+    overrides and validate. Raises :class:`ConfigError` for anything that does not fit."""
+    data = None
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return config_from_dict(data, overrides)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain YAML/JSON-able data (tuples become lists)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: Config, path: str | Path | None = None) -> str:
+    """YAML text of the resolved config; written to ``path`` when given."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text

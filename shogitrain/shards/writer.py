@@ -1,0 +1,51 @@
+"""Append-only writer of fixed-size shard files for one split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from shogitrain.shards.format import POSITION_DTYPE
+
+SHARD_ROWS = 1 << 16  # 65,536 positions ≈ 7 MB per shard file
+
+
+class ShardWriter:
+    """Buffers rows and writes ``DIR/<split>/shard-NNNNN.npy`` files of ``shard_rows`` rows each.
+
+    Memory stays at one shard's worth of rows whatever the size of the input.
+    """
+
+    def __init__(self, root: Path, split: str, shard_rows: int = SHARD_ROWS):
+        self.dir = Path(root) / split
+        self.split = split
+        self.shard_rows = shard_rows
+        self.buffer = np.zeros(shard_rows, dtype=POSITION_DTYPE)
+        self.filled = 0
+        self.shards: list[dict] = []
+        self.positions = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        start = 0
+        while start < len(rows):
+            take = min(len(rows) - start, self.shard_rows - self.filled)
+            self.buffer[self.filled : self.filled + take] = rows[start : start + take]
+            self.filled += take
+            start += take
+            if self.filled == self.shard_rows:
+                self._flush()
+        self.positions += len(rows)
+
+    def _flush(self) -> None:
+        if self.filled == 0:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{len(self.shards):05d}.npy"
+        np.save(self.dir / name, self.buffer[: self.filled], allow_pickle=False)
+        self.shards.append({"file": f"{self.split}/{name}", "rows": int(self.filled)})
+        self.filled = 0
+
+    def close(self) -> list[dict]:
+        self._flush()
+        return self.shards

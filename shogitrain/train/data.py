@@ -1,0 +1,93 @@
+"""From shard rows to a device batch: gather rows from the memmaps in a background thread, copy the
+compact fields to the device (pinned, non-blocking on CUDA), build the input planes there."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shogitrain.features import encode_rows
+from shogitrain.shards.format import EVAL_MISSING
+from shogitrain.shards.reader import ShardDataset, load_games
+
+
+@dataclass
+class Batch:
+    x1: torch.Tensor  # [B,62,9,9]
+    x2: torch.Tensor  # [B,57,9,9]
+    labels: torch.Tensor  # [B] int64, dlshogi move label
+    result: torch.Tensor  # [B] float, 1 / 0.5 / 0 from the side to move
+    eval: torch.Tensor  # [B] float, centipawns from the side to move (0 where missing)
+    has_eval: torch.Tensor  # [B] bool
+    ply: torch.Tensor  # [B] int64
+    min_rating: torch.Tensor  # [B] float, lower rating of the game's players (nan when unrated)
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def game_min_ratings(root) -> np.ndarray:
+    """Per game id, the lower of the two ratings (nan when a player is unrated)."""
+    games = load_games(root)
+    out = np.full(len(games), np.nan, dtype=np.float32)
+    for g in games:
+        if g.get("min_rating") is not None:
+            out[g["id"]] = g["min_rating"]
+    return out
+
+
+def make_batch(rows: np.ndarray, device: torch.device, min_ratings: np.ndarray | None = None) -> Batch:
+    non_blocking = device.type == "cuda"
+    x1, x2, labels = encode_rows(rows, device=device, non_blocking=non_blocking)
+
+    def to_device(array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if non_blocking:
+            t = t.pin_memory()
+        return t.to(device, non_blocking=non_blocking)
+
+    evals = rows["eval"].astype(np.int32)
+    has_eval = evals != EVAL_MISSING
+    ratings = (min_ratings[rows["game"]] if min_ratings is not None
+               else np.full(len(rows), np.nan, dtype=np.float32))
+    return Batch(
+        x1=x1, x2=x2, labels=labels,
+        result=to_device(rows["result"].astype(np.float32) / 2),
+        eval=to_device(np.where(has_eval, evals, 0).astype(np.float32)),
+        has_eval=to_device(has_eval),
+        ply=to_device(rows["ply"].astype(np.int64)),
+        min_rating=to_device(ratings.astype(np.float32)),
+    )
+
+
+class RowPrefetcher:
+    """Iterate over ``dataset.rows(indices)`` for each index array, gathered ``depth`` batches ahead
+    in a daemon thread (numpy's fancy indexing on memmaps releases the GIL while it copies)."""
+
+    _END = object()
+
+    def __init__(self, dataset: ShardDataset, index_batches, depth: int = 2):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self.thread = threading.Thread(target=self._run, args=(dataset, index_batches), daemon=True)
+        self.thread.start()
+
+    def _run(self, dataset, index_batches):
+        try:
+            for indices in index_batches:
+                self.queue.put(dataset.rows(indices))
+        except BaseException as e:  # surface errors in the consumer
+            self.queue.put(e)
+        self.queue.put(self._END)
+
+    def __iter__(self):
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item

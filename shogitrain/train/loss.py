@@ -1,0 +1,136 @@
+"""dlshogi's bootstrap training loss (DeepLearningShogi, Feb 2021; see docs/blog-experiment.md).
+
+For a batch of N positions, with everything from the side to move::
+
+    value  = sigmoid(eval / 756.0864962951762)          # the engine eval as a win probability
+    z      = result − value + 0.5                       # detached: a per-row weight, not a target
+    policy = mean_i( CE(policy_logits_i, label_i) · z_i )
+    H      = mean_i( −Σ_k p_ik log p_ik )               # policy entropy, p = softmax(logits)
+    loss   = policy_weight·policy − β·H                 # dlshogi adds β·mean(Σ p log p) = −β·H
+           + (1 − λ)·BCE_logits(value_logit, result)    # "result loss"
+           + λ·BCE_logits(value_logit, value)           # "eval loss"
+
+β = 0.001 (a regulariser that *rewards* entropy), λ = 0.333, result ∈ {0, 0.5, 1} (a draw is 0.5).
+z ∈ [−0.5, 1.5]: a move from a position that went better than the eval expected gets more
+weight, one from a position that went worse gets less (or negative) weight — as in dlshogi.
+
+Rows without an eval (``has_eval`` False; hcpe always has one, our shards may not): the eval
+target falls back to the result, ``value := result``. The eval-BCE term then pulls towards the
+game result like the result term, and z = result − result + 0.5 = 0.5, the average weight a
+calibrated eval gives, so such rows are neither favoured nor dropped. The missing eval value
+itself (NaN, −32768, anything) is never read into the arithmetic (``torch.where``).
+
+Every term is computed for logging; only the switched-on ones (``LossConfig``: ``policy``,
+``entropy``, ``result``, ``eval``) enter ``total``. Weights are not renormalised when a value
+term is off: use ``value_lambda`` to move weight between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from shogitrain.config import LossConfig
+
+__all__ = ["EVAL_SCALE", "LossTerms", "eval_to_value", "policy_value_loss", "value_targets"]
+
+EVAL_SCALE = 756.0864962951762  # dlshogi: value = sigmoid(eval / EVAL_SCALE)
+
+
+@dataclass
+class LossTerms:
+    """The total loss and its parts; all 0-d tensors (``total`` carries the graph)."""
+
+    total: Tensor
+    policy_loss: Tensor  # mean(CE · z) (mean CE when z weighting is off), before policy_weight
+    result_loss: Tensor  # BCE_logits(value_logit, result)
+    eval_loss: Tensor  # BCE_logits(value_logit, value target)
+    entropy: Tensor  # mean policy entropy H ≥ 0 (nats); the total gets −β·H
+
+    def as_dict(self) -> dict[str, float]:
+        """Floats for a metrics row (one device sync per call)."""
+        names = ("total", "policy_loss", "result_loss", "eval_loss", "entropy")
+        values = torch.stack([getattr(self, n).detach().float() for n in names]).tolist()
+        out = dict(zip(names, values))
+        out["loss"] = out.pop("total")
+        out["policy_entropy"] = out.pop("entropy")
+        return out
+
+
+def eval_to_value(eval_cp: Tensor, eval_scale: float = EVAL_SCALE) -> Tensor:
+    """Engine eval in centipawns → win probability for the side to move."""
+    return torch.sigmoid(eval_cp / eval_scale)
+
+
+def value_targets(
+    result: Tensor,
+    eval_cp: Tensor,
+    has_eval: Tensor | None = None,
+    eval_scale: float = EVAL_SCALE,
+) -> Tensor:
+    """The eval-term target per row: sigmoid(eval/scale), or the result where the eval is missing."""
+    result = result.to(torch.promote_types(result.dtype, torch.float32))
+    value = eval_to_value(eval_cp.to(result.dtype), eval_scale)
+    if has_eval is None:
+        return value
+    has_eval = has_eval.to(torch.bool).reshape(result.shape)
+    return torch.where(has_eval, value, result)
+
+
+def _flat_value(value_logit: Tensor, n: int) -> Tensor:
+    if value_logit.shape not in ((n,), (n, 1)):
+        raise ValueError(f"value_logit must have shape [N] or [N, 1] with N={n}, got {list(value_logit.shape)}")
+    return value_logit.reshape(n)
+
+
+def policy_value_loss(
+    policy_logits: Tensor,
+    value_logit: Tensor,
+    move_label: Tensor,
+    result: Tensor,
+    eval_cp: Tensor,
+    has_eval: Tensor | None = None,
+    config: LossConfig | None = None,
+) -> LossTerms:
+    """dlshogi's loss on one batch.
+
+    policy_logits [N, 2187]; value_logit [N, 1] or [N] (a logit); move_label int64 [N];
+    result float [N] (1 win, 0.5 draw, 0 loss for the side to move); eval_cp float [N]
+    (centipawns for the side to move); has_eval bool [N] or None (= every row has an eval).
+    Computed in at least fp32 whatever the logits' dtype (call it outside autocast or not: the
+    upcast is explicit).
+    """
+    cfg = config if config is not None else LossConfig()
+    n = policy_logits.shape[0]
+    if policy_logits.ndim != 2:
+        raise ValueError(f"policy_logits must be [N, C], got {list(policy_logits.shape)}")
+    dtype = torch.promote_types(policy_logits.dtype, torch.float32)
+    logits = policy_logits.to(dtype)
+    v_logit = _flat_value(value_logit, n).to(dtype)
+    result = result.reshape(n).to(dtype)
+    value = value_targets(result, eval_cp.reshape(n), has_eval, cfg.eval_scale).to(dtype)
+
+    log_p = F.log_softmax(logits, dim=1)
+    ce = F.nll_loss(log_p, move_label.reshape(n), reduction="none")
+    if cfg.z_weighting:
+        z = (result - value + 0.5).detach()
+        policy_loss = (ce * z).mean()
+    else:
+        policy_loss = ce.mean()
+    entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
+    result_loss = F.binary_cross_entropy_with_logits(v_logit, result)
+    eval_loss = F.binary_cross_entropy_with_logits(v_logit, value)
+
+    total = logits.new_zeros(())
+    if cfg.policy:
+        total = total + cfg.policy_weight * policy_loss
+    if cfg.entropy and cfg.entropy_beta:
+        total = total - cfg.entropy_beta * entropy
+    if cfg.result:
+        total = total + (1.0 - cfg.value_lambda) * result_loss
+    if cfg.eval:
+        total = total + cfg.value_lambda * eval_loss
+    return LossTerms(total, policy_loss, result_loss, eval_loss, entropy)

@@ -6,13 +6,14 @@ DATA   ?= data
 OUT    ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: help install test test-slow test-all demo bench clean
+.PHONY: help install test test-slow test-all demo bench reproduce clean
 
 help:
 	@echo "make demo       prepare -> train two tiny nets (bn, nf) -> eval -> compare on data/"
 	@echo "make test       the default test suite (fast; CPU)"
 	@echo "make test-slow  oracle sweeps over ../shared/data and end-to-end runs"
 	@echo "make bench      throughput benchmarks (bench/*.py), ratios against the reference tools"
+	@echo "make reproduce  the 2021 BN-vs-NF comparison, scaled down for CPU (< 1 h) -> docs/reproduction.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +35,39 @@ test-slow: install
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
+# The whole job end to end on the bundled sample, on CPU in a few minutes.
 demo: install
 	rm -rf $(OUT)
-	$(BIN)/shogitrain prepare $(DATA)/selfplay --test-data $(DATA)/floodgate --no-require-eval --out $(OUT)/dataset
+	$(BIN)/shogitrain prepare $(DATA)/selfplay --test-data $(DATA)/floodgate --out $(OUT)/dataset
 	$(BIN)/shogitrain inspect $(OUT)/dataset
+	$(BIN)/shogitrain train --config configs/tiny-bn.yaml --data $(OUT)/dataset --run-dir $(OUT)/runs/tiny-bn
+	$(BIN)/shogitrain train --config configs/tiny-nf.yaml --data $(OUT)/dataset --run-dir $(OUT)/runs/tiny-nf
+	$(BIN)/shogitrain eval --checkpoint $(OUT)/runs/tiny-bn/checkpoint.pt --data $(OUT)/dataset --json $(OUT)/eval-bn.json
+	$(BIN)/shogitrain eval --checkpoint $(OUT)/runs/tiny-nf/checkpoint.pt --data $(OUT)/dataset --json $(OUT)/eval-nf.json
+	$(BIN)/shogitrain compare $(OUT)/runs/tiny-bn $(OUT)/runs/tiny-nf --out $(OUT)/compare
+	@echo "demo done: figures and report in $(OUT)/compare/report.md"
+
+# The 2021 BN-vs-NF comparison at CPU scale: the three blog presets with the note's optimizer
+# settings, scaled to 5 blocks x 64 channels; same data, steps and seed for all three.
+SHARED_DATA ?= ../shared/data
+REPRO       ?= reproduction
+REPRO_STEPS ?= 600
+REPRO_DOCS  ?= docs
+REPRO_SET    = --amp off --set train.device=cpu --set model.blocks=5 --set model.channels=64 \
+               --set train.steps=$(REPRO_STEPS) --set train.eval_interval=50 --set train.log_interval=10 \
+               --quiet
+reproduce: install
+	$(BIN)/shogitrain prepare $(SHARED_DATA)/selfplay/fsf50 $(SHARED_DATA)/wcsc28 --test-data $(SHARED_DATA)/floodgate \
+		--test-fraction 0.05 --no-require-eval --overwrite --quiet --out $(REPRO)/dataset
+	$(BIN)/shogitrain inspect $(REPRO)/dataset > $(REPRO)/dataset.txt
+	rm -rf $(REPRO)/runs
+	$(BIN)/shogitrain train --config configs/blog-bn.yaml --data $(REPRO)/dataset --run-dir $(REPRO)/runs/bn $(REPRO_SET)
+	$(BIN)/shogitrain train --config configs/blog-nf-faithful.yaml --data $(REPRO)/dataset --run-dir $(REPRO)/runs/nf-blog $(REPRO_SET)
+	$(BIN)/shogitrain train --config configs/blog-nf.yaml --data $(REPRO)/dataset --run-dir $(REPRO)/runs/nf $(REPRO_SET)
+	for r in bn nf-blog nf; do $(BIN)/shogitrain eval -q --checkpoint $(REPRO)/runs/$$r/checkpoint.pt \
+		--data $(REPRO)/dataset --json $(REPRO)/runs/$$r/eval.json > $(REPRO)/runs/$$r/eval.txt; done
+	$(BIN)/shogitrain compare $(REPRO)/runs/bn $(REPRO)/runs/nf-blog $(REPRO)/runs/nf --out $(REPRO_DOCS)/reproduction
+	$(BIN)/python scripts/reproduction_page.py $(REPRO) $(REPRO_DOCS)/reproduction.md
 
 bench: install
 	$(BIN)/python bench/prepare.py

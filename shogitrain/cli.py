@@ -23,10 +23,11 @@ def main():
 @main.command()
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output dataset directory.")
-@click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1),
-              help="Fraction of games (not positions) held out as the test split.")
+@click.option("--test-fraction", default=None, type=click.FloatRange(0, 1),
+              help="Fraction of the inputs' games (not positions) held out as test "
+                   "[default: 0.1, or 0 with --test-data].")
 @click.option("--test-data", multiple=True, type=click.Path(),
-              help="Hold out these sources (files/directories) as the test split instead of a random fraction.")
+              help="Hold out these sources (files/directories) whole as the test split (repeatable).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the train/test split.")
 @click.option("--workers", default=0, type=int, help="Worker processes (default: all cores).")
 @click.option("--draws", is_flag=True, help="Keep sennichite / jishogi / max-moves draws (result 0.5).")

@@ -4,31 +4,39 @@ The encoder runs on the device that trains (CPU or CUDA, same code, no Python lo
 positions). It matches ``cshogi.dlshogi.make_input_features`` / ``make_move_label`` (cshogi 1.1.0)
 element for element; the exact definition is in ``docs/features-spec.md``.
 
-Design (see ``docs/benchmarks.md``, "Features", for the measurements behind it):
+Design (measurements in ``docs/benchmarks.md``, "Features"):
 
-* The board is turned into two *frames* per position: frame A is the position seen by the side to
-  move, frame B the same position rotated 180° with colors swapped (seen by the opponent). In both
-  frames the "own" pieces move up the board, so every attack is computed once, for "own" pieces,
-  over a stacked batch of ``2B`` frames.
-* Pieces are stored as file-packed bitboards: one int16 per (file, piece slot, frame), bit ``r`` =
-  rank ``r`` (rank a = bit 0). Tensors are laid out ``[file, slot, frame]`` — the batch is the
-  innermost, contiguous dimension, so a file shift is a free view on the outer dimension and every
-  op is a long vectorized loop. Two guard files (always empty) pad the file dimension.
-* Stepping pieces: one shift per rank offset on stacked slot ranges (slots are ordered so each
+* Two *frames* per position: the position seen by the side to move (rotated 180° when White is
+  to move), and the same seen by the opponent — the first frame mirrored top-bottom with the
+  colors swapped. In both, the "own" pieces move towards rank a, so every attack is computed
+  once, for "own" pieces, over ``2B`` interleaved frames (frame ``2n`` / ``2n + 1``).
+* File-packed bitboards: one int16 per (piece slot, file, frame), bit ``r`` = rank ``r`` (rank a =
+  bit 0), laid out ``[slot, file, frame]`` — the batch is the innermost, contiguous dimension, so
+  a file shift is a view on an outer dimension and every op is one long vectorized loop. Two
+  guard files (always empty) pad the file dimension. One ``scatter_add`` of an int32 per square
+  builds both frames at once: the low half carries the rank bit, the high half the mirrored one,
+  so the int32 tensor viewed as int16 is the interleaved pair of frames.
+* Stepping pieces: one shift per rank offset over stacked slot ranges (slots are ordered so each
   movement group is a contiguous range), files via views.
 * Sliders: vertical rays inside the int16 (Kogge-Stone fill towards rank a, borrow trick
   ``occ ^ (occ - 2·s)`` towards rank i); horizontal and diagonal rays by stepping file by file
-  (≤ 8 steps, each step only over the files a ray can still be on).
+  (≤ 8 steps, each over the files a ray can still be on), both horizontal senses at once.
 * Attack counts: rays and steps of one color in one of the 10 directions (8 + 2 knight jumps)
   never overlap, so the number of attackers of a square is the number of directions it is attacked
   from; a bit-sliced saturating counter over the 10 direction bitboards gives the ≥1/≥2/≥3 planes.
-* Expansion: the 62 × 9 file values of a position index a 9-wide lookup table (1024 rows: the
-  plain ranks for frame A, rank-reversed for frame B, whose files are also read in reverse order),
-  written with one ``index_select`` straight into the output, which may be preallocated (``out=``).
+* Expansion: the [31 planes × 9 files, 2B] words are transposed once (2-D blocked copy; the
+  interleaved frames make each position's rows "own planes, then opponent planes"), and each
+  9-bit file value indexes a 9-wide lookup table (1024 rows: plain ranks, and rank-reversed for
+  the mirrored opponent frame) with one ``index_select`` straight into the output, which may be
+  preallocated (``out=``). features2 is 57 values a position; each plane is one 81-wide row of
+  a two-row table (all zeros / all ones), again one ``index_select``.
+* On CPU the bit-twiddling part runs on one intra-op thread (``SINGLE_THREAD_COMPUTE``), the
+  output writes on torch's default thread count.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -88,15 +96,12 @@ _SLOT_OF_KEY = _code_tables()
 # output order of the 14 piece / attack planes, as slots
 _OUT_SLOTS = [_SLOT[pt] for pt in PIECE_ORDER]
 
-# hand planes: for each of the 56 planes the (color, kind) column of hand[B, 2*7] and the threshold
+# hand planes of one color: for each of the 28 planes its kind (FU KY KE GI KI KA HI) and threshold
 _HAND_COL, _HAND_THR = [], []
-for _c in range(2):
-    for _k, _n in enumerate(HAND_PLANES):
-        for _j in range(_n):
-            _HAND_COL.append(_c * 7 + _k)
-            _HAND_THR.append(_j)
-
-
+for _k, _n in enumerate(HAND_PLANES):
+    for _j in range(_n):
+        _HAND_COL.append(_k)
+        _HAND_THR.append(_j)
 
 
 class _Consts:
@@ -128,9 +133,14 @@ class _Consts:
         plain = (v >> r) & 1
         rev = (v >> (8 - r)) & 1
         self.lut = torch.cat([plain, rev]).to(dtype).contiguous()  # [1024, 9]
-        self.hand_col = torch.tensor(_HAND_COL, device=device)
-        self.hand_thr = torch.tensor(_HAND_THR, device=device, dtype=torch.uint8)
+        self.lut2 = torch.tensor([[0] * 81, [1] * 81], device=device).to(dtype)   # [2, 81]
+        self.hand_thr = torch.tensor(_HAND_THR, device=device, dtype=torch.float32)
         self.side_offset = torch.tensor([0, 512], dtype=torch.int32, device=device).view(1, 2, 1)
+        self.labels = torch.from_numpy(_LABELS).to(device)
+        # features2 hand planes: kind -> plane repetition matrix and threshold per plane
+        rep = torch.zeros(7, 28)
+        rep[torch.tensor(_HAND_COL), torch.arange(28)] = 1
+        self.hand_repeat = rep.to(device)
 
 
 def _bitboards(board: torch.Tensor, turn: torch.Tensor, k: _Consts):
@@ -262,20 +272,30 @@ def _resolve_device(device) -> torch.device:
     return device if isinstance(device, torch.device) else torch.device(device)
 
 
-def encode_board(board: torch.Tensor, hand: torch.Tensor, turn: torch.Tensor,
-                 dtype: torch.dtype = torch.float32, out=None):
-    """dlshogi features of a batch.
+# On CPU the bit-twiddling part of the encoder runs on one intra-op thread: its tensors are small
+# (≤ 1 MB), so splitting each of its ~200 ops over threads costs more in synchronisation than it
+# saves, and on a busy machine (another process on the cores) every parallel op can stall for a
+# scheduler slice. The large output writes keep the default thread count. Set to False to leave
+# the thread count alone.
+SINGLE_THREAD_COMPUTE = True
 
-    board uint8 [B, 81] (cshogi piece codes, Black's view), hand uint8 [B, 2, 7] (FU KY KE GI KI KA
-    HI), turn uint8 [B] (0 black, 1 white to move), all on the device that encodes.
-    Returns ``(x1 [B, 62, 9, 9], x2 [B, 57, 9, 9])`` of ``dtype`` (float32, bfloat16, float16,
-    uint8 or bool). ``out=(x1, x2)``: preallocated contiguous outputs of that shape and dtype to
-    fill instead (saves the page faults of fresh large CPU allocations).
-    """
+
+@contextmanager
+def _compute_threads(device: torch.device):
+    threads = torch.get_num_threads()
+    if not (SINGLE_THREAD_COMPUTE and device.type == "cpu" and threads > 1):
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _encode_compact(board, hand, turn, k: _Consts):
+    """-> (LUT rows [B, 2, 279] int16 before the side offset, features2 values [B, 57] bool)."""
     device = board.device
-    if out is not None:
-        dtype = out[0].dtype
-    k = _Consts.get(device, dtype)
     n = board.shape[0]
     board = board.to(torch.uint8)
     turn = turn.to(torch.uint8).view(n)
@@ -289,30 +309,102 @@ def encode_board(board: torch.Tensor, hand: torch.Tensor, turn: torch.Tensor,
     fb = planes.view(31, 9, n, 2)[:, :, :, 1]
     king_att = fb[14 + 7]
     checked = (fb[28] & ~king_att) | (fb[29] & king_att)
-    in_check = ((checked & king) != 0).any(0)          # [B]
+    small = torch.empty(n, FEATURES2_NUM, dtype=torch.bool, device=device)
+    torch.any((checked & king) != 0, 0, out=small[:, 56])
+
+    hand = hand.reshape(n, 2, 7)
+    own_first = torch.where(turn.view(n, 1, 1).bool(), hand.flip(1), hand).to(torch.float32)
+    # each hand count repeated over its kind's planes (a 0/1 [7, 28] matmul), then thresholds
+    torch.gt(own_first @ k.hand_repeat, k.hand_thr, out=small[:, :56].view(n, 2, 28))
 
     # lookup-table row per (position, plane, file): the frames interleave, so the transposed
-    # [2B, 31 * 9] rows are the own then the opponent planes of each position; the opponent's
-    # (mirrored top-bottom) use the rank-reversed half of the table
+    # [2B, 31 * 9] rows are the own then the opponent planes of each position
     rows = planes.view(31 * 9, 2 * n).t().contiguous().view(n, 2, 31 * 9)
-    idx = torch.empty(n, 2, 31 * 9, dtype=torch.int32, device=device)
-    torch.add(rows, k.side_offset, out=idx)
+    return rows, small
+
+
+def _expand(rows, small, k: _Consts, dtype, out, expand_x2=True):
+    n = rows.shape[0]
+    device = rows.device
     if out is None:
         x1 = torch.empty(n, FEATURES1_NUM, 9, 9, dtype=dtype, device=device)
-        x2 = torch.empty(n, FEATURES2_NUM, 9, 9, dtype=dtype, device=device)
+        x2 = torch.empty(n, FEATURES2_NUM, 9, 9, dtype=dtype, device=device) if expand_x2 else None
     else:
         x1, x2 = out
-        if x1.shape != (n, FEATURES1_NUM, 9, 9) or x2.shape != (n, FEATURES2_NUM, 9, 9):
-            raise ValueError("out tensors must be [B, 62, 9, 9] and [B, 57, 9, 9]")
-        if not (x1.is_contiguous() and x2.is_contiguous()) or x2.dtype != dtype:
-            raise ValueError("out tensors must be contiguous and of one dtype")
+        if x2 is None and expand_x2:
+            raise ValueError("out=(x1, None) needs expand_x2=False")
+        if x1.shape != (n, FEATURES1_NUM, 9, 9) or not x1.is_contiguous():
+            raise ValueError("out x1 must be a contiguous [B, 62, 9, 9] tensor")
+        if x2 is not None and (x2.shape != (n, FEATURES2_NUM, 9, 9) or not x2.is_contiguous()
+                               or x2.dtype != x1.dtype):
+            raise ValueError("out x2 must be a contiguous [B, 57, 9, 9] tensor of x1's dtype")
+        if not expand_x2:
+            x2 = None
+    # the opponent's planes (mirrored top-bottom) use the rank-reversed half of the table
+    idx = torch.empty(n, 2, 31 * 9, dtype=torch.int32, device=device)
+    torch.add(rows, k.side_offset, out=idx)
     torch.index_select(k.lut, 0, idx.view(-1), out=x1.view(-1, 9))
-
-    hand = hand.to(torch.uint8).view(n, 2, 7)
-    own_first = torch.where(turn.view(n, 1, 1).bool(), hand.flip(1), hand).reshape(n, 14)
-    small = torch.cat([own_first[:, k.hand_col] > k.hand_thr, in_check.view(n, 1)], 1)
-    x2.copy_(small.to(dtype).view(n, FEATURES2_NUM, 1, 1).expand(n, FEATURES2_NUM, 9, 9))
+    if x2 is None:                             # [B, 57, 9, 9] view, stride 0 over the cells
+        return x1, small.to(x1.dtype).view(n, FEATURES2_NUM, 1, 1).expand(n, FEATURES2_NUM, 9, 9)
+    # each plane is all zeros or all ones: one 81-wide table row per (position, plane)
+    torch.index_select(k.lut2, 0, small.view(-1).to(torch.int32), out=x2.view(-1, 81))
     return x1, x2
+
+
+def encode_board(board: torch.Tensor, hand: torch.Tensor, turn: torch.Tensor,
+                 dtype: torch.dtype = torch.float32, out=None, expand_x2: bool = True):
+    """dlshogi features of a batch.
+
+    board uint8 [B, 81] (cshogi piece codes, Black's view), hand uint8 [B, 2, 7] (FU KY KE GI KI KA
+    HI), turn uint8 [B] (0 black, 1 white to move), all on the device that encodes.
+    Returns ``(x1 [B, 62, 9, 9], x2 [B, 57, 9, 9])`` of ``dtype`` (float32, bfloat16, float16,
+    uint8 or bool). ``out=(x1, x2)``: preallocated contiguous outputs of that shape and dtype to
+    fill instead (saves the page faults of fresh large CPU allocations).
+    ``expand_x2=False``: x2 comes back as a broadcast view (stride 0 over the 81 cells, every
+    plane of features2 is constant) instead of a materialized tensor — same values, no 57 × 81
+    writes a position; ``out`` then only needs x1 (``out=(x1, None)``).
+    """
+    if out is not None:
+        dtype = out[0].dtype
+    k = _Consts.get(board.device, dtype)
+    with _compute_threads(board.device):
+        rows, small = _encode_compact(board, hand, turn, k)
+    return _expand(rows, small, k, dtype, out, expand_x2)
+
+
+def _direction(frm: int, to: int) -> int:
+    """dlshogi move direction of a board move between (already rotated) squares."""
+    dx = frm // 9 - to // 9            # from_x - to_x
+    dy = to % 9 - frm % 9              # to_y - from_y
+    rules = (
+        (dy < 0 and dx == 0, 0), (dy == -2 and dx == -1, 8), (dy == -2 and dx == 1, 9),
+        (dy < 0 and dx < 0, 1), (dy < 0 and dx > 0, 2), (dy == 0 and dx < 0, 3),
+        (dy == 0 and dx > 0, 4), (dy > 0 and dx == 0, 5), (dy > 0 and dx < 0, 6),
+        (dy > 0 and dx > 0, 7),
+    )
+    return next((d for cond, d in rules if cond), 0)
+
+
+def _label_table() -> np.ndarray:
+    """label of (turn, move16 from field 0..87, to) without the promotion: [2 * 88 * 81] int64."""
+    table = np.zeros((2, 88, 81), np.int64)
+    for turn in range(2):
+        for frm in range(88):
+            for to in range(81):
+                t = 80 - to if turn else to
+                if frm >= 81:
+                    # cshogi 1.1.0 numbers drops by piece type (FU KY KE GI KA HI KI -> 20 … 26),
+                    # i.e. the move16 drop code itself: G*5b is 26, B*5b 24, R*5b 25
+                    # (docs/features-spec.md lists hand order, which disagrees with cshogi for
+                    # KI/KA/HI; the tests pin cshogi's numbering)
+                    direction = 20 + frm - 81
+                else:
+                    direction = _direction(80 - frm if turn else frm, t)
+                table[turn, frm, to] = 81 * direction + t
+    return table.reshape(-1)
+
+
+_LABELS = _label_table()
 
 
 def move_labels(board, move16: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
@@ -321,54 +413,29 @@ def move_labels(board, move16: torch.Tensor, turn: torch.Tensor) -> torch.Tensor
     ``board`` is not needed (the label depends on the move and the side to move only); it is
     accepted for symmetry with :func:`encode_board` and may be None.
     """
-    m = move16.to(torch.int64)
+    m = move16.to(torch.int32)
     device = m.device
-    white = turn.to(device).view(-1).bool()
-    to = m & 0x7F
-    frm = (m >> 7) & 0x7F
-    promote = (m >> 14) & 1
-    drop = frm >= 81
-    to = torch.where(white, 80 - to, to)
-    frm_b = torch.where(white, 80 - frm, frm)
-    dx = frm_b // 9 - to // 9          # from_x - to_x
-    dy = to % 9 - frm_b % 9            # to_y - from_y
-    zero = torch.zeros_like(m)
-    direction = torch.full_like(m, -1)
-    rules = (
-        ((dy < 0) & (dx == 0), 0),
-        ((dy == -2) & (dx == -1), 8),
-        ((dy == -2) & (dx == 1), 9),
-        ((dy < 0) & (dx < 0), 1),
-        ((dy < 0) & (dx > 0), 2),
-        ((dy == 0) & (dx < 0), 3),
-        ((dy == 0) & (dx > 0), 4),
-        ((dy > 0) & (dx == 0), 5),
-        ((dy > 0) & (dx < 0), 6),
-        ((dy > 0) & (dx > 0), 7),
-    )
-    for cond, d in reversed(rules):    # first match wins: apply the rules last to first
-        direction = torch.where(cond, zero + d, direction)
-    direction = direction + 10 * promote
-    # cshogi 1.1.0 numbers drops by piece type (FU KY KE GI KA HI KI -> 20 … 26), i.e. the move16
-    # drop code itself: G*5b is 26, B*5b 24, R*5b 25 (docs/features-spec.md lists hand order, which
-    # disagrees with cshogi for KI/KA/HI; the tests pin cshogi's numbering).
-    drop_dir = 20 + (frm - 81)
-    direction = torch.where(drop, drop_dir, direction)
-    return direction * 81 + to
+    table = _Consts.get(device, torch.float32).labels
+    frm = ((m >> 7) & 0x7F).clamp_(max=87)
+    key = (turn.to(device=device, dtype=torch.int32).view(-1) * 88 + frm) * 81 + (m & 0x7F).clamp_(max=80)
+    return torch.index_select(table, 0, key.view(-1)) + 810 * ((m >> 14) & 1).view(-1)
 
 
 def _fields(rows: np.ndarray) -> np.ndarray:
     if rows.dtype != fmt.POSITION_DTYPE:
         raise TypeError(f"expected rows of POSITION_DTYPE, got {rows.dtype}")
-    return np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), fmt.POSITION_DTYPE.itemsize)
+    raw = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), fmt.POSITION_DTYPE.itemsize)
+    # shards are read with np.load(mmap_mode="r"): torch wants a writable buffer (107 bytes a row)
+    return raw if raw.flags.writeable else raw.copy()
 
 
 def encode_rows(rows: np.ndarray, device="cpu", non_blocking: bool = False,
-                dtype: torch.dtype = torch.float32, out=None):
+                dtype: torch.dtype = torch.float32, out=None, expand_x2: bool = True):
     """Shard rows (POSITION_DTYPE) -> ``(x1, x2, labels)`` on ``device``.
 
     The compact rows (107 bytes a position) go to the device as one byte tensor (pinned first
-    when the device is CUDA) and are encoded there.
+    when the device is CUDA) and are encoded there. ``dtype``, ``out``, ``expand_x2``: as in
+    :func:`encode_board`.
     """
     device = _resolve_device(device)
     raw = torch.from_numpy(_fields(rows))
@@ -381,8 +448,14 @@ def encode_rows(rows: np.ndarray, device="cpu", non_blocking: bool = False,
     hand = raw[:, oh:oh + 14].reshape(-1, 2, 7)
     turn = raw[:, ot]
     move16 = raw[:, om].to(torch.int32) | (raw[:, om + 1].to(torch.int32) << 8)
-    x1, x2 = encode_board(board, hand, turn, dtype=dtype, out=out)
-    return x1, x2, move_labels(board, move16, turn)
+    if out is not None:
+        dtype = out[0].dtype
+    k = _Consts.get(device, dtype)
+    with _compute_threads(device):
+        rows, small = _encode_compact(board, hand, turn, k)
+        labels = move_labels(board, move16, turn)
+    x1, x2 = _expand(rows, small, k, dtype, out, expand_x2)
+    return x1, x2, labels
 
 
 def features_from_sfens(sfens: Sequence[str], device="cpu"):

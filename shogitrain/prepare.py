@@ -9,12 +9,14 @@ temporary directory that is renamed into place only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import struct
 import sys
+import tempfile
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -24,7 +26,7 @@ import numpy as np
 
 from shogitrain import __version__
 from shogitrain.records.filters import GameFilter
-from shogitrain.shards.convert import game_rows
+from shogitrain.shards.convert import games_rows
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE
 from shogitrain.shards.writer import SHARD_ROWS, ShardWriter
 
@@ -39,8 +41,28 @@ class PrepareError(Exception):
 @dataclass
 class GameResult:
     meta: dict
-    rows: np.ndarray
+    rows: np.ndarray | None  # None only while in transit from a worker (see _process_task)
     key: bytes
+    positions: int = 0
+    meta_json: str | None = None  # json.dumps(meta) without its opening brace: ', "source": …}' ('}' if empty
+
+    def __post_init__(self):
+        if self.rows is not None:
+            self.positions = len(self.rows)
+        if self.meta_json is None:
+            self.meta_json = _json_tail(self.meta)
+
+
+def _json_tail(meta: dict) -> str:
+    """json.dumps(meta) minus its opening brace, ready to follow other keys (see _games_line)."""
+    text = json.dumps(meta, ensure_ascii=False)
+    return "}" if text == "{}" else ", " + text[1:]
+
+
+def _games_line(game_id: int, split: str, row_start: int, g: GameResult) -> str:
+    """The games.jsonl line of a game: json.dumps({"id", "split", "row_start", "positions"} | meta)."""
+    return f'{{"id": {game_id}, "split": {json.dumps(split)}, "row_start": {row_start}, "positions": {g.positions}' \
+        + g.meta_json + "\n"
 
 
 @dataclass
@@ -86,11 +108,38 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _read_games(path: Path, raw: bytes | None) -> list:
+    """read_records(path). A CSA file is read from ``raw`` (its bytes, already read for the checksum) and
+    keeps the replayed positions, so that its rows need no second replay."""
+    from shogitrain.records import read_records
+    from shogitrain.records.csa import decode_record_bytes, read_csa_text
+
+    if raw is not None:  # what read_records → read_csa would do, without reading the file again
+        p = os.fspath(path)
+        text, problems = decode_record_bytes(raw, p)
+        return read_csa_text(text, p, problems, positions=True)
+    return read_records(path)
+
+
 def process_file(path: Path, game_filter: GameFilter) -> FileResult:
     """Read one record file and convert its kept games to rows (runs in a worker)."""
-    from shogitrain.records import RecordError, read_hcpe, read_records, rows_from_hcpe
+    return process_files([path], game_filter)[0]
 
-    result = FileResult(path=str(path), sha256=_sha256(path))
+
+def _read_file(path: Path, game_filter: GameFilter, items: list) -> FileResult:
+    """Read one record file. The kept games' GameResults have rows=None, their (game, positions, id, draw)
+    are appended to ``items`` for games_rows, in the same order."""
+    from shogitrain.records import RecordError, read_hcpe, rows_from_hcpe
+
+    p = os.fspath(path)
+    raw = None
+    if os.path.splitext(p)[1].lower() == ".csa" and os.path.isfile(p):
+        with open(p, "rb") as f:
+            raw = f.read()
+        digest = hashlib.sha256(raw).hexdigest()
+    else:
+        digest = _sha256(path)
+    result = FileResult(path=str(path), sha256=digest)
     try:
         if path.suffix.lower() == ".hcpe":
             rows = rows_from_hcpe(read_hcpe(path))
@@ -98,7 +147,7 @@ def process_file(path: Path, game_filter: GameFilter) -> FileResult:
             meta = {"source": str(path), "line": None, "format": "hcpe", "endgame": None, "winner": None}
             result.games.append(GameResult(meta, rows, hashlib.blake2b(path.read_bytes(), digest_size=16).digest()))
             return result
-        games = read_records(path)
+        games = _read_games(path, raw)
     except RecordError as e:
         result.skipped.append({"file": str(path), "line": e.line, "reason": e.reason})
         return result
@@ -118,7 +167,7 @@ def process_file(path: Path, game_filter: GameFilter) -> FileResult:
         if n == 0:
             result.skipped.append({"file": str(path), "line": game.line, "reason": "no positions before the mate/eval cut"})
             continue
-        rows = game_rows(game, n, draw=game.winner is None)  # draws and undecided endings score 0.5
+        items.append((game, n, 0, game.winner is None))  # draws and undecided endings score 0.5
         ratings = [r for r in game.ratings if r is not None]
         meta = {
             "source": str(path),
@@ -132,20 +181,104 @@ def process_file(path: Path, game_filter: GameFilter) -> FileResult:
             "winner": game.winner,
             "moves": len(game.moves),
         }
-        result.games.append(GameResult(meta, rows, _game_key(game.sfen, game.moves)))
+        result.games.append(GameResult(meta, None, _game_key(game.sfen, game.moves), positions=n))
     return result
 
 
 def process_files(paths: list[Path], game_filter: GameFilter) -> list[FileResult]:
-    return [process_file(p, game_filter) for p in paths]
+    """process_file for several files; their games' rows are views of one array."""
+    results, rows = _process_task(paths, game_filter)
+    return _attach_rows(results, rows)
 
 
-def _chunks(files: list[Path], target_bytes: int = 1 << 20):
+def _process_task(paths: list[Path], game_filter: GameFilter, spool: str | None = None):
+    """A worker's task: the FileResults with rows=None for the games read from records, and those games'
+    rows in one array (see _attach_rows). With ``spool`` (a directory), the rows are written to a file
+    there and its name is returned instead: much cheaper for the main process than unpickling them
+    from the result pipe."""
+    items: list = []
+    results = [_read_file(p, game_filter, items) for p in paths]
+    rows = games_rows(items)
+    if spool is not None and len(rows):
+        name = None
+        try:
+            fd, name = tempfile.mkstemp(suffix=".rows", dir=spool)
+            with os.fdopen(fd, "wb") as f:
+                f.write(rows.data)
+            return results, name
+        except OSError:  # spool full or gone: send the rows through the pipe
+            if name is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+    return results, rows
+
+
+def _attach_rows(results: list[FileResult], rows) -> list[FileResult]:
+    """Give the games their rows: views of the task's array (or of the spool file it was written to)."""
+    if isinstance(rows, str):
+        name = rows
+        try:
+            rows = np.fromfile(name, dtype=POSITION_DTYPE)
+        finally:
+            os.unlink(name)
+    start = 0
+    for fr in results:
+        for g in fr.games:
+            if g.rows is None:
+                g.rows = rows[start : start + g.positions]
+                g._base, g._start = rows, start  # for _RowSink (not pickled: set after the transfer)
+                start += g.positions
+    assert start == len(rows), (start, len(rows))
+    return results
+
+
+class _RowSink:
+    """Hands the games' rows to the split writers, setting their game ids. Consecutive games that lie
+    next to each other in one worker array (see _attach_rows) and go to the same split are written
+    with one ShardWriter.add: the same rows in the same order as one add per game, far fewer calls."""
+
+    def __init__(self, writers: dict):
+        self.writers = writers
+        self.split = None
+        self.base = None
+        self.start = self.stop = 0
+        self.ids: list[int] = []
+        self.counts: list[int] = []
+
+    def add(self, split: str, game_id: int, g: GameResult) -> int:
+        """Queue game ``g`` (id ``game_id``) for ``split``; returns its first row's index in the split."""
+        base = getattr(g, "_base", None)
+        if base is None or base is not self.base or split != self.split or g._start != self.stop:
+            self.flush()
+            if base is None:  # rows of their own (hcpe)
+                writer = self.writers[split]
+                row_start = writer.positions
+                g.rows["game"] = game_id
+                writer.add(g.rows)
+                return row_start
+            self.split, self.base, self.start, self.stop = split, base, g._start, g._start
+        row_start = self.writers[split].positions + (self.stop - self.start)
+        self.ids.append(game_id)
+        self.counts.append(g.positions)
+        self.stop += g.positions
+        return row_start
+
+    def flush(self) -> None:
+        if self.base is not None and self.stop > self.start:
+            rows = self.base[self.start : self.stop]
+            rows["game"] = np.repeat(np.array(self.ids, dtype=np.int64), self.counts)
+            self.writers[self.split].add(rows)
+        self.split = self.base = None
+        self.start = self.stop = 0
+        self.ids, self.counts = [], []
+
+
+def _chunks(files: list[Path], target_bytes: int = 1 << 20, sizes: list[int] | None = None):
     """Consecutive files grouped into tasks of about ``target_bytes`` of input (amortises IPC)."""
     chunk, size = [], 0
-    for path in files:
+    for i, path in enumerate(files):
         chunk.append(path)
-        size += path.stat().st_size
+        size += path.stat().st_size if sizes is None else sizes[i]
         if size >= target_bytes:
             yield chunk
             chunk, size = [], 0
@@ -154,23 +287,53 @@ def _chunks(files: list[Path], target_bytes: int = 1 << 20):
 
 
 def _results(files: list[Path], game_filter: GameFilter, workers: int):
-    """FileResults in input order, with a bounded number of tasks in flight (bounded memory)."""
+    """FileResults in input order, with a bounded number of tasks in flight (bounded memory).
+
+    With N workers, N - 1 are pool processes and the main process is the N-th: whenever the next
+    result in order is not ready yet, it converts the next task itself instead of waiting. It also
+    writes the shards, so it takes on fewer tasks; no process sits idle, and on a machine shared with
+    other jobs there are fewer processes to compete and less data to pass between them.
+    """
     if workers <= 1:
-        for path in files:
-            yield process_file(path, game_filter)
+        for chunk in _chunks(files):
+            yield from process_files(chunk, game_filter)
         return
-    with get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers) as pool:
-        pending: deque = deque()
-        tasks = _chunks(files)
-        for chunk in tasks:
-            pending.append(pool.apply_async(process_files, (chunk, game_filter)))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            yield from pending.popleft().get()
-            chunk = next(tasks, None)
-            if chunk is not None:
-                pending.append(pool.apply_async(process_files, (chunk, game_filter)))
+    shm = "/dev/shm"  # tmpfs: the rows never touch a disk (a few MB in flight at a time)
+    spool = tempfile.mkdtemp(prefix="shogitrain-prepare-", dir=shm if os.access(shm, os.W_OK) else None)
+    try:
+        # Tasks of 1 MB of input, smaller for small inputs (at least ~8 per worker, so that the workers
+        # finish together).
+        sizes = [p.stat().st_size for p in files]
+        target = max(1 << 16, min(1 << 20, sum(sizes) // (8 * workers)))
+        tasks = _chunks(files, target, sizes)
+        helpers = workers - 1
+        with get_context("spawn" if sys.platform == "darwin" else "fork").Pool(helpers) as pool:
+            pending: deque = deque()  # tasks in input order: AsyncResult (pool) or list (done here)
+            in_pool = 0
+            while True:
+                while in_pool < 2 * helpers:  # keep the pool busy
+                    chunk = next(tasks, None)
+                    if chunk is None:
+                        break
+                    pending.append(pool.apply_async(_process_task, (chunk, game_filter, spool)))
+                    in_pool += 1
+                if not pending:
+                    break
+                head = pending[0]
+                if isinstance(head, list):
+                    pending.popleft()
+                    yield from head
+                    continue
+                if not head.ready() and len(pending) < 4 * workers:
+                    chunk = next(tasks, None)
+                    if chunk is not None:  # work here instead of waiting
+                        pending.append(process_files(chunk, game_filter))
+                        continue
+                pending.popleft()
+                in_pool -= 1
+                yield from _attach_rows(*head.get())
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
 
 
 def _position_hashes(rows: np.ndarray) -> np.ndarray:
@@ -206,7 +369,7 @@ def _drop_test_positions_seen_in_train(tmp: Path, splits: dict, shard_rows: int)
     return dropped
 
 
-def prepare(inputs, out, *, test_fraction: float = 0.1, seed: int = 0, workers: int | None = None,
+def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, workers: int | None = None,
             test_data=(), game_filter: GameFilter = GameFilter(), dedupe: bool = False,
             dedupe_test: bool = False, shard_rows: int = SHARD_ROWS, overwrite: bool = False,
             progress: bool = True) -> dict:
@@ -215,12 +378,12 @@ def prepare(inputs, out, *, test_fraction: float = 0.1, seed: int = 0, workers: 
 
     if not inputs and not test_data:
         raise PrepareError("no inputs given")
+    if test_fraction is None:  # a random hold-out unless whole sources are held out
+        test_fraction = 0.0 if test_data else 0.1
     train_files = find_inputs(inputs)
     test_files = find_inputs(test_data)
-    # With --test-data the inputs are all train and the test sources all test; otherwise each
-    # game's split comes from split_of().
-    train_split = "train" if test_files else None
-    all_files = [(p, train_split) for p in train_files] + [(p, "test") for p in test_files]
+    # Test split = the --test-data sources whole, plus a seeded-hash test_fraction of the inputs' games.
+    all_files = [(p, None) for p in train_files] + [(p, "test") for p in test_files]
     if not all_files:
         raise PrepareError(f"no record files ({', '.join(sorted(RECORD_SUFFIXES))}) found in the inputs")
     out = Path(out)
@@ -244,6 +407,8 @@ def prepare(inputs, out, *, test_fraction: float = 0.1, seed: int = 0, workers: 
         skipped, flagged, sources = [], [], []
         games_read = 0
         forced_split = {str(p): s for p, s in all_files}
+        sink = _RowSink(writers)
+        n_games = 0
         with open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, tqdm(
             total=len(all_files), unit="file", disable=not progress, desc="prepare", dynamic_ncols=True
         ) as bar:
@@ -253,24 +418,23 @@ def prepare(inputs, out, *, test_fraction: float = 0.1, seed: int = 0, workers: 
                 games_read += fr.games_read
                 skipped.extend(fr.skipped)
                 flagged.extend(fr.flagged)
+                forced = forced_split[fr.path]
                 for g in fr.games:
                     if dedupe:
                         if g.key in seen:
                             skipped.append({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
                             continue
                         seen.add(g.key)
-                    split = forced_split[fr.path] or split_of(g.key, seed, test_fraction)
-                    game_id = sum(split_games.values())
-                    g.rows["game"] = game_id
-                    writer = writers[split]
-                    meta = {"id": game_id, "split": split, "row_start": writer.positions, "positions": len(g.rows)}
-                    meta.update(g.meta)
-                    writer.add(g.rows)
+                    split = forced or split_of(g.key, seed, test_fraction)
+                    game_id = n_games
+                    n_games += 1
+                    games_out.write(_games_line(game_id, split, sink.add(split, game_id, g), g))
                     split_games[split] += 1
-                    games_out.write(json.dumps(meta, ensure_ascii=False) + "\n")
-                if bar.n % 64 == 0:
+                if progress and bar.n % 64 == 0:  # (a disabled bar never counts: n stays 0)
+                    sink.flush()
                     bar.set_postfix(games=sum(split_games.values()),
                                     positions=sum(w.positions for w in writers.values()), refresh=False)
+            sink.flush()
         splits = {}
         for name, writer in writers.items():
             splits[name] = {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
@@ -289,7 +453,7 @@ def prepare(inputs, out, *, test_fraction: float = 0.1, seed: int = 0, workers: 
             "shard_rows": shard_rows,
             "splits": splits,
             "filters": game_filter.as_dict() | {"dedupe": dedupe, "dedupe_test": dedupe_test},
-            "test_fraction": test_fraction if not test_files else None,
+            "test_fraction": test_fraction,
             "test_data": [str(p) for p in test_files],
             "seed": seed,
             "sources": sources,

@@ -415,3 +415,53 @@ def test_cuda_matches_cpu():
     assert torch.equal(y1.cpu(), x1) and torch.equal(y2.cpu(), x2) and torch.equal(lab2.cpu(), lab)
     z1, z2 = F.features_from_sfens([START], device="cuda")
     assert z1.device.type == "cuda"
+
+
+def test_labels_of_every_legal_move():
+    """All legal moves (promotions, drops of every kind, both colors) of game positions."""
+    _need_data()
+    positions = []
+    for path in _game_files(["wcsc28"])[:6]:
+        for game in CSA.Parser.parse_str(_read_csa(Path(path))):
+            board = cshogi.Board(game.sfen)
+            for i, move in enumerate(game.moves):
+                if i % 7 == 0:
+                    positions.append(board.sfen())
+                board.push(move)
+    positions.append("4k4/9/9/9/9/9/9/9/4K4 b RBGSNLP 1")
+    positions.append("4k4/9/9/9/9/9/9/9/4K4 w rbgsnlp 1")
+    rows, labels = [], []
+    for sfen in positions:
+        board = cshogi.Board(sfen)
+        for move in board.legal_moves:
+            rows.append((cshogi.move16(move), board.turn))
+            labels.append(dlshogi.make_move_label(move, board.turn))
+    m = torch.tensor([r[0] for r in rows], dtype=torch.int32)
+    t = torch.tensor([r[1] for r in rows], dtype=torch.uint8)
+    assert len(rows) > 5000
+    assert F.move_labels(None, m, t).tolist() == labels
+
+
+def test_rows_from_a_read_only_memmap(tmp_path):
+    rows = _sample_rows()
+    np.save(tmp_path / "shard.npy", rows)
+    mm = np.load(tmp_path / "shard.npy", mmap_mode="r")
+    x1, x2, lab = F.encode_rows(rows)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y1, y2, lab2 = F.encode_rows(mm[1::2])
+    assert torch.equal(y1, x1[1::2]) and torch.equal(y2, x2[1::2]) and torch.equal(lab2, lab[1::2])
+
+
+def test_unexpanded_x2_view():
+    rows = _sample_rows()
+    x1, x2, lab = F.encode_rows(rows)
+    y1, y2, lab2 = F.encode_rows(rows, expand_x2=False)
+    assert y2.shape == x2.shape and y2.stride()[2:] == (0, 0)
+    assert torch.equal(y1, x1) and torch.equal(y2, x2) and torch.equal(lab2, lab)
+    out1 = torch.empty_like(x1)
+    z1, z2, _ = F.encode_rows(rows, dtype=torch.bfloat16, out=(out1, None), expand_x2=False)
+    assert z1.data_ptr() == out1.data_ptr() and torch.equal(z2.float(), x2)
+    with pytest.raises(ValueError):
+        F.encode_rows(rows, out=(out1, None))

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from shogitrain.records import RecordError, read_csa
-from shogitrain.records.csa import IllegalMove, Position, decode_record_bytes
+from shogitrain.records.csa import IllegalMove, Position, _Header, _read_moves, decode_record_bytes
+from shogitrain.records.game import GameRecord
 from shogitrain.shards.format import STARTPOS_SFEN, parse_sfen
 
 DATA = pathlib.Path(os.environ.get("SHOGITRAIN_DATA", "/work/shared/data"))
@@ -182,17 +183,44 @@ def _candidates(pos: Position):
     return out
 
 
-def _compare_position(sfen: str):
+def _fast_play(pos: Position, s: str):
+    """The reader's inlined copy of push (in _read_moves) on one move line: the USI move, or None when it
+    rejects it. An accepted move must leave exactly the position Position.push leaves (state, side to
+    move, king squares, check flag), and the snapshot must be the position before it."""
+    p = pos.copy()
+    h = _Header()
+    rec = GameRecord(sfen="")
+    snaps = bytearray()
+    _read_moves([s], 0, 1, p, h, rec, snaps)
+    if not rec.moves:
+        assert not snaps and len(h.problems) == 1
+        return None
+    assert bytes(snaps) == bytes(pos.st)
+    ref = pos.copy()
+    assert ref.push(s) == rec.moves[0]
+    assert (p.st, p.turn, p.ksq, p.in_check) == (ref.st, ref.turn, ref.ksq, ref.in_check), s
+    return rec.moves[0]
+
+
+def _compare_position(sfen: str, fast: bool = True):
+    """Position.push and the reader's inlined copy of it against python-shogi on every candidate move."""
     pos = Position.from_sfen(sfen)
     board = shogi.Board(sfen)
     legal = {m.usi() for m in board.legal_moves}
-    ours = set()
+    assert pos.in_check == board.is_check()
+    ours, fast_ours = set(), set()
     for s in _candidates(pos):
         try:
             ours.add(pos.copy().push(s))
         except IllegalMove:
             pass
+        if fast:
+            u = _fast_play(pos, s)
+            if u is not None:
+                fast_ours.add(u)
     assert ours == legal, (sfen, sorted(ours ^ legal)[:10])
+    if fast:
+        assert fast_ours == legal, (sfen, sorted(fast_ours ^ legal)[:10])
     return len(legal)
 
 
@@ -242,8 +270,8 @@ def test_legality_matches_python_shogi_on_special_positions():
 def test_legality_matches_python_shogi_on_random_games():
     n = 0
     for seed in range(6):
-        for sfen in _random_game_sfens(seed)[::4]:
-            n += _compare_position(sfen) >= 0
+        for i, sfen in enumerate(_random_game_sfens(seed)[::4]):
+            n += _compare_position(sfen, fast=i % 2 == 0) >= 0
     assert n > 150
 
 
@@ -259,6 +287,69 @@ def test_legality_matches_python_shogi_on_real_positions():
                     _compare_position(b.sfen())
                     n += 1
     assert n > 100
+
+
+def _csa_text_of(usi_moves, extra_line=None):
+    """A hirate CSA record of the given moves (converted through Position.usi_to_csa)."""
+    pos = Position.from_sfen(STARTPOS_SFEN)
+    out = [HIRATE_HEADER.rstrip("\n")]
+    for u in usi_moves:
+        s = pos.usi_to_csa(u)
+        pos.push(s)
+        out += [s, "T1"]
+    if extra_line is not None:
+        out.append(extra_line)
+    return "\n".join(out) + "\n"
+
+
+def test_reader_tracks_king_and_check_through_random_games():
+    """The incremental state of the reader's move loop (check flag, king squares) over whole games full of
+    checks: after every prefix the flag equals python-shogi's is_check, each kept position equals the
+    board python-shogi reaches, and in positions in check every candidate move is judged right from the
+    state the loop kept (not one rebuilt from scratch)."""
+    n_checks = 0
+    for seed in range(4):
+        rng = random.Random(100 + seed)
+        board = shogi.Board()
+        usi = []
+        for _ in range(120):
+            moves = list(board.legal_moves)
+            if not moves:
+                break
+            checks = [m for m in moves if board.is_check() or rng.random() < 0.5]
+            pick = rng.choice(moves)
+            for m in rng.sample(checks, min(6, len(checks))):
+                board.push(m)
+                gives = board.is_check()
+                board.pop()
+                if gives:
+                    pick = m
+                    break
+            board.push(pick)
+            usi.append(pick.usi())
+        (g,) = read_csa(_csa_text_of(usi), positions=True)
+        assert g.moves == usi
+        replay = shogi.Board()
+        states, _ = g._positions
+        for k, u in enumerate(usi):
+            assert states[96 * k: 96 * (k + 1)] == bytes(Position.from_sfen(replay.sfen()).st)
+            replay.push_usi(u)
+        replay = shogi.Board()
+        for k in range(len(usi)):
+            replay.push_usi(usi[k])
+            pos = Position.from_sfen(STARTPOS_SFEN)
+            rec = GameRecord(sfen="")
+            lines = _csa_text_of(usi[: k + 1]).split("\n")
+            _read_moves(lines, 5, 1, pos, _Header(), rec)
+            assert rec.moves == usi[: k + 1]
+            assert pos.in_check == replay.is_check(), (seed, k)
+            assert pos.st == Position.from_sfen(replay.sfen()).st
+            if replay.is_check() and k % 2 == 0:  # candidates judged from the incrementally kept state
+                n_checks += 1
+                legal = {m.usi() for m in replay.legal_moves}
+                fast = {u for u in (_fast_play(pos, c) for c in _candidates(pos)) if u is not None}
+                assert fast == legal, (seed, k, sorted(fast ^ legal)[:10])
+    assert n_checks > 10
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -279,6 +370,18 @@ def test_text_input_commas_scores_and_ratings():
     assert g.names == ("alice", "bob") and g.event == "test" and g.start_time == "2020/01/01"
     assert g.endgame == "%TORYO" and g.winner == 1  # black to move resigned
     assert g.problems == []
+
+
+def test_first_score_token_after_a_move_counts():
+    """A '** comment without a usable token does not use up the move's score; one with a bad token does."""
+    text = HIRATE_HEADER + (
+        "+7776FU\n'**\n'** \n'**_x\n'** 12_3\n'** 40\n'** 41\n"
+        "-3334FU\n'** zz\n'** 7\n"
+        "+2726FU\n'**\t-15 +2625FU\n'** 3\n"
+        "-8384FU\n'**   +20\tpv\n%TORYO\n"
+    )
+    g = read_csa(text)[0]
+    assert g.scores == [40, None, -15, None]
 
 
 def test_crlf_bom_and_path_inputs(tmp_path):

@@ -85,11 +85,11 @@ from typing import Iterable
 
 from shogitrain.records.game import GameRecord, RecordError
 from shogitrain.shards.format import (
-    FU, GI, HAND_KINDS, HI, KA, KE, KI, KY, LETTER_OF, NG, NK, NY, OU, PIECE_NAMES, RY, STARTPOS_SFEN, TO, UM,
-    WHITE_OFFSET, parse_sfen, sfen_of, square,
+    FU, GI, HAND_INDEX, HAND_KINDS, HI, KA, KE, KI, KY, LETTER_OF, NG, NK, NY, OU, PIECE_NAMES, RY, STARTPOS_SFEN,
+    TO, UM, WHITE_OFFSET, parse_sfen, sfen_of, square,
 )
 
-__all__ = ["read_csa", "MAX_LINE", "Position", "IllegalMove", "decode_record_bytes", "load_text"]
+__all__ = ["read_csa", "MAX_LINE", "Position", "IllegalMove", "decode_record_bytes", "load_text", "STATE_SIZE"]
 
 MAX_LINE = 100_000  # characters; longer lines are reported and skipped
 _BLACK, _WHITE = 0, 1
@@ -158,6 +158,11 @@ for _code in _CODES:
                 _f2, _r2 = _f2 + _df, _r2 + _dr
         _table.append(_d)
     REACH[_code] = _table
+
+# REACH_LIST[code][frm][to]: the same as a list (None where unreachable).
+REACH_LIST: list = [None] * 32
+for _code in _CODES:
+    REACH_LIST[_code] = [[_d.get(_to) for _to in range(81)] for _d in REACH[_code]]
 
 # RAY[a][d]: squares from a in direction d (excluding a); DIRIDX[a][b]: d when b lies on such a ray, else 0.
 RAY = [[()] * 9 for _ in range(81)]
@@ -244,10 +249,12 @@ def _sqname(sq: int) -> str:
     return f"{sq // 9 + 1}{chr(97 + sq % 9)}"
 
 
-# template: (color, frm, to, code, before_np, btw_np, usi_np, before_p, btw_p, usi_p)
+# template: (color, frm, to, code, before_np, btw_np, usi_np, before_p, btw_p, usi_p, king, reach)
 #   board move: before_* is the piece code the from-square must hold (no promotion / promotion), btw_* the
-#   squares passed over, None when geometry or promotion rules forbid it.
-#   drop: frm = -1, before_np = piece type in hand, btw_np = None for a statically forbidden drop.
+#   squares passed over, None when geometry or promotion rules forbid it; king: the mover is a king;
+#   reach: REACH_LIST[code][to], the squares the piece attacks from its destination.
+#   drop: frm = -1, before_np = index of the piece's hand slot in the state (0 when it has none),
+#   btw_np = () or None for a statically forbidden drop, before_p = True for a pawn.
 _MEMO: dict = {}
 
 
@@ -270,8 +277,9 @@ def _compile(s: str):
             ok = False
         if pt == KE and r2 in ((1, 2) if color == 0 else (8, 9)):
             ok = False
-        t = (color, -1, to, code, pt, () if ok else None, f"{LETTER_OF.get(pt, '?')}*{_sqname(to)}",
-             None, None, None)
+        slot = HAND_SLOT[color][pt] if pt <= KI else 0
+        t = (color, -1, to, code, slot, () if ok else None, f"{LETTER_OF.get(pt, '?')}*{_sqname(to)}",
+             pt == FU, None, None, False, REACH_LIST[code][to])
     else:
         if not _on(f1, r1):
             raise BadMove(f"bad from square in {s!r}")
@@ -289,7 +297,7 @@ def _compile(s: str):
             if btw_p is not None and not (zone(r1) or zone(r2)):
                 btw_p = None
         usi = _sqname(frm) + _sqname(to)
-        t = (color, frm, to, code, code, btw_np, usi, before_p, btw_p, usi + "+")
+        t = (color, frm, to, code, code, btw_np, usi, before_p, btw_p, usi + "+", pt == OU, REACH_LIST[code][to])
     _MEMO[s] = t
     return t
 
@@ -298,28 +306,69 @@ def _compile(s: str):
 # Position
 # ----------------------------------------------------------------------------------------------------
 
+# The position state is one bytearray laid out like a shard row's first 96 bytes (see
+# ``shogitrain.shards.format``): board[81] (piece codes), hands [black 7, white 7] in HAND_KINDS order,
+# side to move. A snapshot of a position is then a plain copy of the state.
+STATE_SIZE = 96
+TURN_INDEX = 95
+# HAND_SLOT[c][pt]: index in the state of colour c's count of hand piece type pt (FU..KI), 0 for others.
+HAND_SLOT = [[0] * 15 for _ in (0, 1)]
+for _c in (0, 1):
+    for _pt in HAND_KINDS:
+        HAND_SLOT[_c][_pt] = 81 + 7 * _c + HAND_INDEX[_pt]
+# CAPTURE_SLOT[code]: the hand slot a captured piece ``code`` goes to (the capturer's, demoted type).
+CAPTURE_SLOT = [0] * 32
+for _code in _CODES:
+    _pt = _code & 15
+    if _pt != OU:
+        CAPTURE_SLOT[_code] = HAND_SLOT[(_code >> 4) ^ 1][_pt - 8 if _pt > OU else _pt]
+
 _SFEN_CACHE: dict = {}
 
 
 class Position:
-    """A shogi position with a fast, exact legality check for CSA moves (see module docstring)."""
+    """A shogi position with a fast, exact legality check for CSA moves (see module docstring).
 
-    __slots__ = ("board", "hand", "turn", "ksq", "in_check")
+    ``st`` is the state bytearray (board, hands, side to move; see ``STATE_SIZE``); ``board`` and ``hand``
+    are read-only copies in list form.
+    """
+
+    __slots__ = ("st", "turn", "ksq", "in_check")
 
     def __init__(self, board, hand, turn: int):
         """``board``: 81 codes; ``hand``: [black, white], each indexed by piece type 1..7 (len 8)."""
-        self.board = list(board)
-        self.hand = [list(hand[0]), list(hand[1])]
+        st = bytearray(STATE_SIZE)
+        st[:81] = bytes(board)
+        for c in (0, 1):
+            for pt in HAND_KINDS:
+                n = hand[c][pt]
+                if not 0 <= n <= 255:
+                    raise ValueError(f"{n} pieces of a kind in hand")
+                st[HAND_SLOT[c][pt]] = n
+        st[TURN_INDEX] = turn
+        self._setup(st, turn)
+
+    def _setup(self, st: bytearray, turn: int):
+        self.st = st
         self.turn = turn
-        kings = [[sq for sq in range(81) if self.board[sq] == OU + WHITE_OFFSET * c] for c in (0, 1)]
-        if len(kings[0]) > 1 or len(kings[1]) > 1:
+        if st.count(OU, 0, 81) > 1 or st.count(OU + WHITE_OFFSET, 0, 81) > 1:
             raise ValueError("more than one king of a colour")
-        self.ksq = [k[0] if k else None for k in kings]
+        self.ksq = [k if k >= 0 else None for k in (st.find(OU, 0, 81), st.find(OU + WHITE_OFFSET, 0, 81))]
         opp = self.ksq[turn ^ 1]
-        if opp is not None and attacked(self.board, opp, turn):
+        if opp is not None and attacked(st, opp, turn):
             raise ValueError("the side not to move is in check")
         me = self.ksq[turn]
-        self.in_check = me is not None and attacked(self.board, me, turn ^ 1)
+        self.in_check = me is not None and attacked(st, me, turn ^ 1)
+
+    @classmethod
+    def from_state(cls, state) -> "Position":
+        """Position from a 96-byte state (a shard row's board, hands and side to move)."""
+        st = bytearray(state)
+        if len(st) != STATE_SIZE:
+            raise ValueError(f"state of {len(st)} bytes, expected {STATE_SIZE}")
+        p = cls.__new__(cls)
+        p._setup(st, st[TURN_INDEX])
+        return p
 
     @classmethod
     def from_sfen(cls, sfen: str) -> "Position":
@@ -330,21 +379,30 @@ class Position:
                 hand[c][pt] = hand7[c][i]
         return cls(board, hand, turn)
 
+    @property
+    def board(self) -> list:
+        return list(self.st[:81])
+
+    @property
+    def hand(self) -> list:
+        st = self.st
+        return [[0] + [st[HAND_SLOT[c][pt]] for pt in range(1, 8)] for c in (0, 1)]
+
     def copy(self) -> "Position":
         p = Position.__new__(Position)
-        p.board = self.board[:]
-        p.hand = [self.hand[0][:], self.hand[1][:]]
+        p.st = bytearray(self.st)
         p.turn = self.turn
         p.ksq = self.ksq[:]
         p.in_check = self.in_check
         return p
 
     def sfen(self, ply: int = 1) -> str:
-        key = (*self.board, *self.hand[0], *self.hand[1], self.turn, ply)
+        st = self.st
+        key = (bytes(st), ply)
         s = _SFEN_CACHE.get(key)
         if s is None:
-            hand7 = [[self.hand[c][pt] for pt in HAND_KINDS] for c in (0, 1)]
-            s = sfen_of(self.board, hand7, self.turn, ply)
+            hand7 = [list(st[81:88]), list(st[88:95])]
+            s = sfen_of(st[:81], hand7, self.turn, ply)
             if len(_SFEN_CACHE) > 4096:
                 _SFEN_CACHE.clear()
             _SFEN_CACHE[key] = s
@@ -358,44 +416,42 @@ class Position:
         t = _MEMO.get(s)
         if t is None:
             t = _compile(s)
-        color, frm, to, code, before_np, btw_np, usi, before_p, btw_p, usi_p = t
+        color, frm, to, code, before_np, btw_np, usi, before_p, btw_p, usi_p, king, reach = t
         if color != self.turn:
             raise IllegalMove("move by the side not to move")
-        board = self.board
-        if frm < 0:  # drop
+        st = self.st
+        if frm < 0:  # drop; before_np is the hand slot, before_p "is a pawn"
             if btw_np is None:
                 raise IllegalMove("this piece cannot be dropped there")
-            if board[to]:
+            if st[to]:
                 raise IllegalMove("drop on an occupied square")
-            hand = self.hand[color]
-            if not hand[before_np]:
+            if not st[before_np]:
                 raise IllegalMove("piece not in hand")
-            if before_np == FU:
+            if before_p:
                 f0 = to - to % 9
-                if code in board[f0:f0 + 9]:
+                if code in st[f0:f0 + 9]:
                     raise IllegalMove("second unpromoted pawn on the file (nifu)")
-            board[to] = code
+            st[to] = code
             if self.in_check:
-                ks = self.ksq[color]
-                if attacked(board, ks, color ^ 1):
+                if attacked(st, self.ksq[color], color ^ 1):
                     raise IllegalMove("leaves the king in check")
-            hand[before_np] -= 1
+            st[before_np] -= 1
             chk = False
             eks = self.ksq[color ^ 1]
             if eks is not None:
-                b = REACH[code][to].get(eks)
+                b = reach[eks]
                 if b is not None:
                     chk = True
                     for q in b:
-                        if board[q]:
+                        if st[q]:
                             chk = False
                             break
-                    if chk and before_np == FU and _pawn_drop_mates(board, to, eks, color ^ 1):
+                    if chk and before_p and _pawn_drop_mates(st, to, eks, color ^ 1):
                         raise IllegalMove("pawn-drop mate (uchifuzume)")
             self.in_check = chk
-            self.turn = color ^ 1
+            self.turn = st[TURN_INDEX] = color ^ 1
             return usi
-        p = board[frm]
+        p = st[frm]
         if p == before_np:
             btw = btw_np
         elif p == before_p:
@@ -406,63 +462,63 @@ class Position:
         if btw is None:
             raise IllegalMove("the piece cannot move so (geometry or promotion rule)")
         for q in btw:
-            if board[q]:
+            if st[q]:
                 raise IllegalMove("path blocked")
-        cap = board[to]
+        cap = st[to]
         if cap:
             if cap >> 4 == color:
                 raise IllegalMove("captures its own piece")
-            cap &= 15
-            if cap == OU:
+            if cap & 15 == OU:
                 raise IllegalMove("captures the king")
-            if cap > OU:
-                cap -= 8
-        board[frm] = 0
-        board[to] = code
+        st[frm] = 0
+        st[to] = code
         enemy = color ^ 1
-        if p & 15 == OU:
-            self.ksq[color] = to
-            if attacked(board, to, enemy):
+        ksq = self.ksq
+        if king:
+            ksq[color] = to
+            if attacked(st, to, enemy):
                 raise IllegalMove("king moves into check")
         else:
-            ks = self.ksq[color]
+            ks = ksq[color]
             if ks is not None:
                 if self.in_check:
-                    if attacked(board, ks, enemy):
+                    if attacked(st, ks, enemy):
                         raise IllegalMove("leaves the king in check")
                 else:
-                    d = DIRIDX[ks][frm]
-                    if d and DIRIDX[ks][to] != d:
+                    dk = DIRIDX[ks]
+                    d = dk[frm]
+                    if d and dk[to] != d:
                         codes = SLIDE_CODES[enemy][d]
                         for q in RAY[ks][d]:
-                            v = board[q]
+                            v = st[q]
                             if v:
                                 if v in codes:
                                     raise IllegalMove("moves a pinned piece")
                                 break
         if cap:
-            self.hand[color][cap] += 1
+            st[CAPTURE_SLOT[cap]] += 1
         chk = False
-        eks = self.ksq[enemy]
+        eks = ksq[enemy]
         if eks is not None:
-            b = REACH[code][to].get(eks)
+            b = reach[eks]
             if b is not None:
                 chk = True
                 for q in b:
-                    if board[q]:
+                    if st[q]:
                         chk = False
                         break
             if not chk:
-                d = DIRIDX[eks][frm]
-                if d and DIRIDX[eks][to] != d:
+                dk = DIRIDX[eks]
+                d = dk[frm]
+                if d and dk[to] != d:
                     codes = SLIDE_CODES[color][d]
                     for q in RAY[eks][d]:
-                        v = board[q]
+                        v = st[q]
                         if v:
                             chk = v in codes
                             break
         self.in_check = chk
-        self.turn = enemy
+        self.turn = st[TURN_INDEX] = enemy
         return usi
 
     def usi_to_csa(self, usi: str) -> str:
@@ -474,7 +530,7 @@ class Position:
         if t[0] is None:  # drop
             return f"{sign}00{t[1]}{t[2]}"
         frm, fd, td, promote = t
-        pt = self.board[frm] & 15
+        pt = self.st[frm] & 15
         if promote and TO > pt and pt not in (KI, OU) and pt:
             pt += 8
         elif promote:
@@ -821,7 +877,7 @@ def _place_pi(h: _Header, line: str, ln: int):
         h.board[square(f, r)] = 0
 
 
-def _parse_game(lines: list[str], first: int, source) -> GameRecord | None:
+def _parse_game(lines: list[str], first: int, source, positions: bool = False) -> GameRecord | None:
     """Parse one game's lines (``first`` = line number of lines[0]). None for a game with no content."""
     h = _Header()
     n = len(lines)
@@ -896,16 +952,32 @@ def _parse_game(lines: list[str], first: int, source) -> GameRecord | None:
     except ValueError as e:
         raise _Skip(first + max(start - 1, 0), f"bad start position: {e}") from None
     rec = GameRecord(sfen=pos.sfen(), source=source, line=first)
-    _read_moves(lines, start, first, pos, h, rec)
+    snaps = bytearray() if positions else None
+    _read_moves(lines, start, first, pos, h, rec, snaps)
+    if snaps is not None:
+        rec._positions = (bytes(snaps), rec.moves)
     return rec
 
 
-def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord):
+def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord, snaps=None):
+    """Replay the move section into ``rec``; with ``snaps`` (a bytearray), the state before each kept move
+    (``STATE_SIZE`` bytes each) is appended to it.
+
+    Plain move lines are played by an inlined copy of :meth:`Position.push` (same checks, same order, same
+    messages; the side to move and the check flag live in locals and are written back to ``pos`` around
+    the rare other statements, which use ``pos.push``). Both are cross-checked against python-shogi.
+    """
     moves = rec.moves
     moves_append = moves.append
     sc = {}              # number of moves played → score of the last of them
+    last_scored = 0      # the largest key of sc (sc only grows at the end)
     problems = h.problems
-    push = pos.push
+    state = pos.st
+    ksq = pos.ksq
+    turn = pos.turn
+    in_check = pos.in_check
+    memo = _MEMO
+    snap = snaps is not None
     start_turn = pos.turn
     stopped = False      # an illegal/unreadable move ended the replay
     stop_index = -1      # index in the record's move count of the rejected move
@@ -927,9 +999,117 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord)
                 else:
                     s = None
                 if s is not None:
+                    if snap:
+                        snaps += state
                     try:
-                        moves_append(push(s))
+                        # ---- inlined Position.push ----
+                        try:
+                            t = memo[s]
+                        except KeyError:
+                            t = _compile(s)
+                        color, frm, to, code, before_np, btw_np, usi, before_p, btw_p, usi_p, king, reach = t
+                        if color != turn:
+                            raise IllegalMove("move by the side not to move")
+                        enemy = color ^ 1
+                        if frm < 0:  # drop; before_np is the hand slot, before_p "is a pawn"
+                            if btw_np is None:
+                                raise IllegalMove("this piece cannot be dropped there")
+                            if state[to]:
+                                raise IllegalMove("drop on an occupied square")
+                            if not state[before_np]:
+                                raise IllegalMove("piece not in hand")
+                            if before_p:
+                                f0 = to - to % 9
+                                if code in state[f0:f0 + 9]:
+                                    raise IllegalMove("second unpromoted pawn on the file (nifu)")
+                            state[to] = code
+                            if in_check:
+                                if attacked(state, ksq[color], enemy):
+                                    raise IllegalMove("leaves the king in check")
+                            state[before_np] -= 1
+                            in_check = False
+                            eks = ksq[enemy]
+                            if eks is not None:
+                                b = reach[eks]
+                                if b is not None:
+                                    in_check = True
+                                    for q in b:
+                                        if state[q]:
+                                            in_check = False
+                                            break
+                                    if in_check and before_p and _pawn_drop_mates(state, to, eks, enemy):
+                                        raise IllegalMove("pawn-drop mate (uchifuzume)")
+                        else:
+                            p = state[frm]
+                            if p == before_np:
+                                btw = btw_np
+                            elif p == before_p:
+                                btw = btw_p
+                                usi = usi_p
+                            else:
+                                raise IllegalMove("the from-square does not hold that piece")
+                            if btw is None:
+                                raise IllegalMove("the piece cannot move so (geometry or promotion rule)")
+                            for q in btw:
+                                if state[q]:
+                                    raise IllegalMove("path blocked")
+                            cap = state[to]
+                            if cap:
+                                if cap >> 4 == color:
+                                    raise IllegalMove("captures its own piece")
+                                if cap & 15 == OU:
+                                    raise IllegalMove("captures the king")
+                            state[frm] = 0
+                            state[to] = code
+                            if king:
+                                ksq[color] = to
+                                if attacked(state, to, enemy):
+                                    raise IllegalMove("king moves into check")
+                            else:
+                                ks = ksq[color]
+                                if ks is not None:
+                                    if in_check:
+                                        if attacked(state, ks, enemy):
+                                            raise IllegalMove("leaves the king in check")
+                                    else:
+                                        dk = DIRIDX[ks]
+                                        d = dk[frm]
+                                        if d and dk[to] != d:
+                                            codes = SLIDE_CODES[enemy][d]
+                                            for q in RAY[ks][d]:
+                                                v = state[q]
+                                                if v:
+                                                    if v in codes:
+                                                        raise IllegalMove("moves a pinned piece")
+                                                    break
+                            if cap:
+                                state[CAPTURE_SLOT[cap]] += 1
+                            in_check = False
+                            eks = ksq[enemy]
+                            if eks is not None:
+                                b = reach[eks]
+                                if b is not None:
+                                    in_check = True
+                                    for q in b:
+                                        if state[q]:
+                                            in_check = False
+                                            break
+                                if not in_check:
+                                    dk = DIRIDX[eks]
+                                    d = dk[frm]
+                                    if d and dk[to] != d:
+                                        codes = SLIDE_CODES[color][d]
+                                        for q in RAY[eks][d]:
+                                            v = state[q]
+                                            if v:
+                                                in_check = v in codes
+                                                break
+                        turn = state[TURN_INDEX] = enemy
+                        moves_append(usi)
+                        # ---- end of inlined push ----
                     except IllegalMove as e:
+                        if snap:
+                            del snaps[-STATE_SIZE:]
                         stopped = True
                         clean = False
                         extra += 1
@@ -943,11 +1123,10 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord)
             if line[1:3] == "**":
                 if not stopped:
                     nm = len(moves)
-                    if nm and nm not in sc:
-                        rest = line[3:].lstrip()
-                        sp = rest.find(" ")
-                        tok = rest if sp < 0 else rest[:sp]
+                    if nm != last_scored:  # the first '** with a score token after a move counts
+                        tok = line[3:].lstrip().partition(" ")[0]
                         if tok and "_" not in tok:
+                            last_scored = nm
                             try:
                                 sc[nm] = int(tok)
                             except ValueError:
@@ -985,9 +1164,17 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord)
                 if stopped:
                     extra += 1
                     continue
+                if snap:
+                    snaps += state
+                pos.turn = turn
+                pos.in_check = in_check
                 try:
-                    moves_append(push(st))
+                    moves_append(pos.push(st))
+                    turn = pos.turn
+                    in_check = pos.in_check
                 except IllegalMove as e:
+                    if snap:
+                        del snaps[-STATE_SIZE:]
                     stopped = True
                     clean = False
                     extra += 1
@@ -1015,6 +1202,8 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord)
                 break
             else:
                 problems.append((ln, f"unrecognised statement {st[:40]!r}"))
+    pos.turn = turn
+    pos.in_check = in_check
     # ---- result ----
     rec.scores = [None] * len(moves)
     for k, v in sc.items():
@@ -1042,19 +1231,33 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord)
     rec.problems = problems
 
 
-def read_csa(path_or_text, *, skipped: list | None = None) -> list[GameRecord]:
+def read_csa(path_or_text, *, skipped: list | None = None, positions: bool = False) -> list[GameRecord]:
     """Read every game of a CSA record (file path, Path, bytes or text). See the module docstring.
 
     ``skipped``: when given, a :class:`RecordError` is appended for each game that had to be dropped
     (no usable start position) when at least one game was read. Raises :class:`RecordError` (the first
     problem found) when no game at all can be read.
+
+    ``positions``: also keep, on each record, the position before every move as it was replayed, for
+    :func:`shogitrain.shards.convert.game_rows` (which then does not replay the game again): the private
+    attribute ``_positions`` = (states, moves), ``states`` being ``len(moves) * STATE_SIZE`` bytes (board,
+    hands, side to move, laid out as a shard row's first 96 bytes) and ``moves`` the record's move list
+    object (a record whose move list was replaced or changed in length is replayed instead).
     """
     text, source, file_problems = load_text(path_or_text)
+    return read_csa_text(text, source, file_problems, skipped=skipped, positions=positions)
+
+
+def read_csa_text(text: str, source=None, file_problems=(), *, skipped: list | None = None,
+                  positions: bool = False) -> list[GameRecord]:
+    """:func:`read_csa` on decoded text (e.g. from :func:`decode_record_bytes`): ``source`` is the file
+    name to report, ``file_problems`` the decoding problems to put first in each game's ``problems``."""
+    file_problems = list(file_problems)
     games: list[GameRecord] = []
     dropped: list[RecordError] = []
     for first, lines in iter_chunks(text):
         try:
-            rec = _parse_game(lines, first, source)
+            rec = _parse_game(lines, first, source, positions)
         except _Skip as e:
             dropped.append(RecordError(source, e.line, e.reason))
             continue

@@ -1,7 +1,12 @@
 """GameRecord → shard rows, one row per position before each move.
 
-The compact board is updated incrementally from each (already validated) USI move: a few byte
-assignments per move instead of reading 81 squares back from a python-shogi board.
+The CSA reader can keep the position before every move while it replays the game (``read_csa(...,
+positions=True)``): the rows' board/hand/turn bytes are then copied from it as they are. Other records
+are replayed here from their (already validated) USI moves, the compact board updated incrementally:
+a few byte assignments per move instead of reading 81 squares back from a python-shogi board.
+
+:func:`game_rows` converts one game; :func:`games_rows` converts many into one array (the same rows as
+concatenating :func:`game_rows` of each, with far fewer numpy calls per game).
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from shogitrain.shards.format import (
     POSITION_DTYPE,
     PROMOTED_OFFSET,
     SFEN_LETTERS,
+    STARTPOS_SFEN,
     WHITE_OFFSET,
+    move16_from_usi,
     parse_sfen,
 )
 
 _SQUARE = {f"{f}{chr(96 + r)}": (f - 1) * 9 + (r - 1) for f in range(1, 10) for r in range(1, 10)}
 _STATE = 81 + 14 + 1  # board, hands (black 7, white 7), turn
+_ROW = POSITION_DTYPE.itemsize
 # hand slot of a captured piece code, from the capturer's point of view (demoted, color removed)
 _HAND_SLOT_OF_CAPTURE = {}
 for _code in range(1, 31):
@@ -30,6 +38,23 @@ for _code in range(1, 31):
     if 1 <= _pt <= 14 and _pt != OU:
         _base = _pt - PROMOTED_OFFSET if _pt > OU else _pt
         _HAND_SLOT_OF_CAPTURE[_code] = HAND_INDEX[_base]
+
+_MOVE16: dict = {}  # USI → move16, every board move and drop (filled on first use)
+
+
+def _fill_move16() -> None:
+    names = {sq: f"{sq // 9 + 1}{chr(97 + sq % 9)}" for sq in range(81)}
+    table = {}
+    for frm, a in names.items():
+        for to, b in names.items():
+            if frm != to:
+                table[a + b] = to | (frm << 7)
+                table[a + b + "+"] = to | (frm << 7) | 0x4000
+    for letter, pt in SFEN_LETTERS.items():
+        if pt != OU:
+            for to, b in names.items():
+                table[f"{letter}*{b}"] = to | ((81 + pt - 1) << 7)
+    _MOVE16.update(table)
 
 
 def result_codes(winner: int | None, draw: bool) -> tuple[int, int]:
@@ -39,13 +64,12 @@ def result_codes(winner: int | None, draw: bool) -> tuple[int, int]:
     return (2, 0) if winner == 0 else (0, 2)
 
 
-def game_rows(game: GameRecord, n_positions: int, game_id: int = 0, draw: bool = False) -> np.ndarray:
-    """Rows for the positions before the first ``n_positions`` moves of ``game``."""
+def _replay(game: GameRecord, moves: list) -> tuple[bytes, list, int]:
+    """(states before each move, move16s, ply of the start position) by replaying ``moves``."""
     board, hand, turn, ply0 = parse_sfen(game.sfen)
     state = bytearray(board) + bytearray(hand[0]) + bytearray(hand[1]) + bytearray([turn])
     out = bytearray()
     move16s = []
-    moves = game.moves[:n_positions]
     for usi in moves:
         out += state
         mover = state[95]
@@ -70,25 +94,79 @@ def game_rows(game: GameRecord, n_positions: int, game_id: int = 0, draw: bool =
                 state[to] = piece
                 move16s.append(to | (frm << 7))
         state[95] = mover ^ 1
-    n = len(moves)
-    rows = np.zeros(n, dtype=POSITION_DTYPE)
-    if n == 0:
+    return bytes(out), move16s, ply0
+
+
+def _ply_of(sfen: str) -> int:
+    """The ply field of an SFEN (as :func:`parse_sfen` reads it), without parsing the board."""
+    if sfen.strip() == "startpos":
+        sfen = STARTPOS_SFEN
+    parts = sfen.split()
+    if parts and parts[0] == "sfen":
+        parts = parts[1:]
+    return int(parts[3]) if len(parts) > 3 else 1
+
+
+def _positions(game: GameRecord, n: int) -> tuple[bytes, list, int]:
+    """(states, move16s, start ply) for the first ``n`` moves: from the reader's snapshots when it kept
+    them for this very move list (see ``read_csa(positions=True)``), else by replaying."""
+    kept = getattr(game, "_positions", None)
+    moves = game.moves
+    head = moves[:n]
+    if kept is not None and kept[1] is moves and len(kept[0]) == len(moves) * _STATE:
+        if not _MOVE16:
+            _fill_move16()
+        try:
+            move16s = list(map(_MOVE16.__getitem__, head))
+        except KeyError:  # not a move the reader writes (cannot happen for read_csa's records)
+            move16s = [move16_from_usi(usi) for usi in head]
+        states = kept[0]
+        return (states if len(head) == len(moves) else states[: len(head) * _STATE]), move16s, _ply_of(game.sfen)
+    return _replay(game, head)
+
+
+def game_rows(game: GameRecord, n_positions: int, game_id: int = 0, draw: bool = False) -> np.ndarray:
+    """Rows for the positions before the first ``n_positions`` moves of ``game``."""
+    return games_rows([(game, n_positions, game_id, draw)])
+
+
+def games_rows(items) -> np.ndarray:
+    """Rows of several games at once: ``items`` are (game, n_positions, game_id, draw) tuples; the result
+    is the concatenation of their :func:`game_rows`."""
+    states, move16s, plies, results, evals, ids, counts = [], [], [], [], [], [], []
+    for game, n_positions, game_id, draw in items:
+        st, m16, ply0 = _positions(game, n_positions)
+        n = len(m16)
+        if n == 0:
+            continue
+        states.append(st)
+        move16s += m16
+        plies.append(ply0)
+        counts.append(n)
+        ids.append(game_id)
+        results.append(result_codes(game.winner, draw))
+        scores = game.scores[:n]
+        evals += [EVAL_MISSING if s is None else s for s in scores]
+        if len(scores) < n:
+            evals += [EVAL_MISSING] * (n - len(scores))
+    total = len(move16s)
+    rows = np.zeros(total, dtype=POSITION_DTYPE)
+    if total == 0:
         return rows
-    raw = np.frombuffer(bytes(out), dtype=np.uint8).reshape(n, _STATE)
-    rows["board"] = raw[:, :81]
-    rows["hand"] = raw[:, 81:95].reshape(n, 2, 7)
+    raw = np.frombuffer(b"".join(states), dtype=np.uint8).reshape(total, _STATE)
+    rows.view(np.uint8).reshape(total, _ROW)[:, :_STATE] = raw
     turns = raw[:, 95]
-    rows["turn"] = turns
-    rows["ply"] = np.minimum(np.arange(ply0, ply0 + n), 0xFFFF)
+    counts_a = np.array(counts, dtype=np.int64)
+    starts = np.cumsum(counts_a) - counts_a
+    # ply = start ply of the game + index within the game
+    ply = np.arange(total, dtype=np.int64) + np.repeat(np.array(plies, dtype=np.int64) - starts, counts_a)
+    rows["ply"] = np.minimum(ply, 0xFFFF)
     rows["move16"] = move16s
-    black_result, white_result = result_codes(game.winner, draw)
-    rows["result"] = np.where(turns == 0, black_result, white_result)
-    scores = np.array(
-        [EVAL_MISSING if s is None else s for s in game.scores[:n]] + [EVAL_MISSING] * (n - len(game.scores[:n])),
-        dtype=np.int64,
-    )
+    res = np.repeat(np.array(results, dtype=np.uint8), counts_a, axis=0)  # (total, 2): black, white
+    rows["result"] = np.where(turns == 0, res[:, 0], res[:, 1])
+    scores = np.array(evals, dtype=np.int64)
     missing = scores == EVAL_MISSING
     from_mover = np.clip(np.where(turns == 0, scores, -scores), -EVAL_LIMIT, EVAL_LIMIT)
     rows["eval"] = np.where(missing, EVAL_MISSING, from_mover)
-    rows["game"] = game_id
+    rows["game"] = np.repeat(np.array(ids, dtype=np.int64), counts_a)
     return rows

@@ -1,5 +1,6 @@
-"""From shard rows to a device batch: gather rows from the memmaps in a background thread, copy the
-compact fields to the device (pinned, non-blocking on CUDA), build the input planes there."""
+"""From shard rows to a device batch: gather rows from the memmaps, copy the compact fields to the
+device (pinned, non-blocking on CUDA), build the input planes there — all in a background thread
+(:class:`RowPrefetcher` with ``transform=make_batch``), a few batches ahead of the training step."""
 
 from __future__ import annotations
 
@@ -65,23 +66,63 @@ def make_batch(rows: np.ndarray, device: torch.device, min_ratings: np.ndarray |
 
 
 class RowPrefetcher:
-    """Iterate over ``dataset.rows(indices)`` for each index array, gathered ``depth`` batches ahead
-    in a daemon thread (numpy's fancy indexing on memmaps releases the GIL while it copies)."""
+    """Iterate over ``dataset.rows(indices)`` for each index array — or over ``transform(rows)``
+    when a transform is given — produced ``depth`` items ahead in a daemon thread.
+
+    numpy's fancy indexing on memmaps and torch's ops release the GIL, so with
+    ``transform=lambda rows: make_batch(rows, device, ...)`` the gather, the pinned copy and the
+    feature encoding of the next batches overlap the training step on the main thread. Items come
+    out in order; an exception raised in the thread (in ``dataset.rows`` or in ``transform``) is
+    raised by the iterator at its place in the sequence.
+
+    ``intra_op_threads``: torch's intra-op thread count for ``transform`` in the worker (e.g. 1 on
+    CPU, so that encoding does not run a second OpenMP team against the training step's on the
+    same cores; the count is thread-local for a running thread, and is restored after each call).
+    None leaves it alone. Call :meth:`close` (or use ``with``) when stopping before the end, so
+    the thread does not stay blocked holding prefetched batches.
+    """
 
     _END = object()
 
-    def __init__(self, dataset: ShardDataset, index_batches, depth: int = 2):
+    def __init__(self, dataset: ShardDataset, index_batches, depth: int = 2, transform=None,
+                 intra_op_threads: int | None = None, cuda_device: torch.device | None = None):
         self.queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
-        self.thread = threading.Thread(target=self._run, args=(dataset, index_batches), daemon=True)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(dataset, index_batches, transform, intra_op_threads, cuda_device), daemon=True)
         self.thread.start()
 
-    def _run(self, dataset, index_batches):
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, dataset, index_batches, transform, intra_op_threads, cuda_device):
         try:
+            if cuda_device is not None:
+                torch.cuda.set_device(cuda_device)  # the current device is per thread
             for indices in index_batches:
-                self.queue.put(dataset.rows(indices))
+                item = dataset.rows(indices)
+                if transform is not None:
+                    if intra_op_threads:
+                        previous = torch.get_num_threads()
+                        torch.set_num_threads(intra_op_threads)
+                        try:
+                            item = transform(item)
+                        finally:
+                            torch.set_num_threads(previous)
+                    else:
+                        item = transform(item)
+                if not self._put(item):
+                    return
         except BaseException as e:  # surface errors in the consumer
-            self.queue.put(e)
-        self.queue.put(self._END)
+            self._put(e)
+            return
+        self._put(self._END)
 
     def __iter__(self):
         while True:
@@ -91,3 +132,19 @@ class RowPrefetcher:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+    def close(self) -> None:
+        """Stop the worker and drop what it prefetched."""
+        self._stop.set()
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        self.thread.join()
+
+    def __enter__(self) -> "RowPrefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,8 +1,9 @@
 """`shogitrain train`: the experiment runner, one readable function with named helpers.
 
-Order of one step: features on the device → forward under autocast → dlshogi loss → backward
-(scaled for fp16) → unscale → clip (global norm or AGC, heads excluded by group name) → optimizer
-step (NLCG also gets the all-reduced loss) → LR schedule → SWA/EMA update. Every ``eval_interval``
+Order of one step: features on the device (for the next batches in the prefetch thread on CUDA
+or where a CPU core is free for it, ``train/data.py``) → forward under autocast → dlshogi loss → backward (scaled for fp16) → unscale →
+clip (global norm or AGC, heads excluded by group name) → non-finite check (one device sync) →
+optimizer step (NLCG also gets the all-reduced loss) → LR schedule → SWA/EMA update. Every ``eval_interval``
 steps a random test sample is scored, and each epoch ends with a full test pass, through the same
 function `shogitrain eval` uses.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -49,7 +51,8 @@ class TrainState:
     epoch: int = 0
     nonfinite_total: int = 0
     nonfinite_streak: int = 0
-    elapsed_s: float = 0.0  # wall-clock training time over all (resumed) segments
+    elapsed_s: float = 0.0  # wall-clock training time over all (resumed) segments, evaluations excluded
+    eval_s: float = 0.0  # wall-clock time spent in evaluations
     loss_sums: tuple = ()  # loss terms summed since the last train log row (kept across a resume)
     loss_count: int = 0
 
@@ -64,6 +67,15 @@ def build_run_model(cfg: Config, device: torch.device) -> nn.Module:
     return model
 
 
+def build_run_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    return build_optimizer(
+        model, o.name, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay,
+        no_decay_groups=o.no_decay, betas=tuple(o.betas), eps=o.eps,
+        decoupled_weight_decay=o.decoupled_weight_decay, **o.nlcg,
+    )
+
+
 def run_name(cfg: Config) -> str:
     return cfg.run.name or f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.arch}"
 
@@ -74,6 +86,46 @@ def _grads_finite(params) -> bool:
         return True
     norms = torch._foreach_norm(grads)
     return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+def _encode_in_background(device: torch.device, world_size: int) -> bool:
+    """Build batches (copy + feature encoding) in the prefetch thread rather than the main one?
+
+    On CUDA, yes: the main thread then only launches the step. On CPU only when a core is free for
+    it: with every core in the step's OpenMP team (2 cores, 2 threads), a third busy thread
+    preempts a team member and the step's parallel regions wait for it — measured on 2 cores, the
+    step got 5–10 % slower with background encoding, 1–3 % with encoding on the main thread
+    (docs/benchmarks.md, "Training step")."""
+    if device.type != "cpu":
+        return True
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    return cores > torch.get_num_threads() * local_ranks
+
+
+def _step_finite(loss: torch.Tensor, params, total_norm: torch.Tensor | None, check_grads: bool) -> bool:
+    """Whether to take the optimizer step: the loss is finite and (``check_grads``, i.e. no
+    GradScaler doing its own check) every gradient norm is finite — with one device sync.
+
+    With clipping by global norm, ``total_norm`` (clip_grad_norm_'s, of the same parameters)
+    answers for the gradients when it is finite; only a non-finite one falls back to the
+    per-tensor check on the clipped gradients (an overflowing total norm with finite gradients
+    has zeroed them, which steps as before)."""
+    loss = loss.detach()
+    if not check_grads:
+        return bool(torch.isfinite(loss))
+    if total_norm is not None:
+        if bool(torch.isfinite(loss) & torch.isfinite(total_norm)):
+            return True
+        return bool(torch.isfinite(loss)) and _grads_finite(params)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return bool(torch.isfinite(loss))
+    norms = torch.stack(torch._foreach_norm(grads))
+    return bool(torch.isfinite(norms).all() & torch.isfinite(loss))
 
 
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
@@ -116,11 +168,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     if dist_info.enabled and cfg.train.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     named = list(model.named_parameters())
-    optimizer = build_optimizer(
-        model, cfg.optim.name, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov,
-        weight_decay=cfg.optim.weight_decay, no_decay_groups=cfg.optim.no_decay, betas=tuple(cfg.optim.betas),
-        eps=cfg.optim.eps, decoupled_weight_decay=cfg.optim.decoupled_weight_decay, **cfg.optim.nlcg,
-    )
+    optimizer = build_run_optimizer(cfg, model)
     sched_total = total_steps if cfg.schedule.unit == "step" else epochs
     scheduler = build_scheduler(optimizer, cfg.schedule.name, total_steps=sched_total,
                                 warmup_steps=cfg.schedule.warmup_steps, step_size=cfg.schedule.step_size,
@@ -188,11 +236,13 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             log.write_csv()
 
     def evaluate(split_name: str, indices=None, eval_model=None) -> dict:
+        eval_start = time.perf_counter()
         metrics, _ = evaluate_dataset(eval_model or model, test_data, device, batch_size=max(batch_size, 256),
                                       amp=cfg.amp, loss_cfg=cfg.loss, indices=indices, min_ratings=min_ratings,
                                       progress=False)
         row = {"step": state.step, "epoch": state.epoch, "split": split_name,
                "time_s": round(state.elapsed_s, 3), **metrics}
+        state.eval_s += time.perf_counter() - eval_start
         log.log(row)
         return metrics
 
@@ -207,7 +257,12 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     sums = torch.tensor(state.loss_sums or [0.0] * len(LOSS_TERMS), dtype=torch.float64, device=device)
     sums_count = state.loss_count
     window_start, window_positions = time.perf_counter(), 0
-    segment_start = time.perf_counter() - state.elapsed_s
+    segment_start = time.perf_counter() - state.elapsed_s - state.eval_s  # elapsed = now - start - eval_s
+    encode_ahead = _encode_in_background(device, dist_info.world_size)
+
+    def load_batch(rows):
+        return make_batch(rows, device, min_ratings)
+
     try:
         while state.step < total_steps:
             epoch = state.step // steps_per_epoch
@@ -217,8 +272,14 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 train_data.batch_indices(batch_size, seed=cfg.train.seed, epoch=epoch, rank=dist_info.rank,
                                          world_size=dist_info.world_size, shuffle=cfg.data.shuffle),
                 first, steps_per_epoch)
-            for rows in RowPrefetcher(train_data, index_batches, depth=cfg.data.prefetch):
-                batch = make_batch(rows, device, min_ratings)
+            # Rows are gathered in the prefetch thread; where it does not take a core from the
+            # step, they are also copied and encoded there (make_batch), while this step trains.
+            prefetcher = RowPrefetcher(train_data, index_batches, depth=cfg.data.prefetch,
+                                       transform=load_batch if encode_ahead else None,
+                                       intra_op_threads=1 if device.type == "cpu" else None,
+                                       cuda_device=device if device.type == "cuda" else None)
+            for item in prefetcher:
+                batch = item if encode_ahead else load_batch(item)
                 train_model.train()
                 with autocast_context(cfg.amp, device):
                     policy_logits, value_logit = train_model(batch.x1, batch.x2)
@@ -228,11 +289,12 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
+                total_norm = None
                 if cfg.clip.mode == "norm":
-                    torch.nn.utils.clip_grad_norm_(clip_params, cfg.clip.max_norm)
+                    total_norm = torch.nn.utils.clip_grad_norm_(clip_params, cfg.clip.max_norm)
                 elif agc is not None:
                     agc()
-                finite = bool(torch.isfinite(loss.detach())) and (scaler.is_enabled() or _grads_finite(clip_params))
+                finite = _step_finite(loss, clip_params, total_norm, check_grads=not scaler.is_enabled())
                 if finite:
                     if cfg.optim.name == "nlcg":
                         scaler.step(optimizer, loss=float(all_reduce_mean(loss.detach(), dist_info)))
@@ -256,12 +318,13 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                     averaged.update_parameters(model)
                 state.step += 1
                 window_positions += batch_size
-                state.elapsed_s = time.perf_counter() - segment_start
+                state.elapsed_s = time.perf_counter() - segment_start - state.eval_s
                 bar.update(1)
 
                 if state.step % cfg.train.log_interval == 0 or state.step == total_steps:
                     means = (all_reduce_mean(sums, dist_info) / max(sums_count, 1)).tolist()
-                    now = time.perf_counter()
+                    now = time.perf_counter()  # after the sync of tolist(): the device work is done
+                    state.elapsed_s = now - segment_start - state.eval_s
                     row = {"step": state.step, "epoch": epoch, "split": "train", "time_s": round(state.elapsed_s, 3),
                            **dict(zip(LOSS_NAMES, means)), "lr": optimizer.param_groups[0]["lr"],
                            "positions_per_s": round(window_positions / max(now - window_start, 1e-9), 1),
@@ -283,6 +346,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                     raise KeyboardInterrupt
                 if state.step >= total_steps:
                     break
+            prefetcher.close()
             if cfg.schedule.unit == "epoch":
                 scheduler.step()
             epoch_done = state.step % steps_per_epoch == 0 or state.step >= total_steps
@@ -312,6 +376,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
 
             info = json.loads((run_dir / "run.json").read_text())
             info.update({"finished_step": state.step, "wall_clock_s": round(state.elapsed_s, 3),
+                         "eval_s": round(state.eval_s, 3),
                          "nonfinite_steps": state.nonfinite_total,
                          "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")})
             write_json(run_dir / "run.json", info)

@@ -1,0 +1,194 @@
+"""`shogitrain prepare` end to end: bad input is skipped and reported, the split is by game and
+deterministic, the output is atomic and byte-identical on re-runs."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import SAMPLE
+from shogitrain.cli import main
+from shogitrain.prepare import PrepareError, prepare
+from shogitrain.records.filters import GameFilter
+from shogitrain.shards.reader import ShardDataset, load_games, load_manifest
+
+SELFPLAY = sorted((SAMPLE / "selfplay").glob("*.csa"))
+FLOODGATE = sorted((SAMPLE / "floodgate").glob("*.csa"))
+LOOSE = GameFilter(min_moves=10, require_eval=False)
+
+
+def tree_digest(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def good_game_text() -> str:
+    return FLOODGATE[0].read_text()
+
+
+@pytest.fixture
+def mixed_dir(tmp_path) -> Path:
+    """A directory of good and bad files, the kinds of damage met in real archives."""
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for f in SELFPLAY[:5]:
+        shutil.copy(f, d / f.name)
+    text = good_game_text()
+    lines = text.splitlines(keepends=True)
+    (d / "truncated.csa").write_text("".join(lines[: len(lines) // 3]))  # no ending: dropped by the filter
+    (d / "garbage.csa").write_bytes(bytes(range(256)) * 40)
+    (d / "empty.csa").write_bytes(b"")
+    (d / "sjis.csa").write_bytes(text.replace("N+", "N+将棋").encode("cp932"))  # still readable
+    (d / "huge-line.csa").write_text("V2.2\n'" + "x" * 10_000_000 + "\n")
+    move_lines = [i for i, line in enumerate(lines) if line[:1] in "+-" and len(line.strip()) == 7]
+    bad = move_lines[60]
+    illegal = lines[:bad] + [lines[bad][0] + "9999OU\n"] + lines[bad + 1 :]
+    (d / "illegal-move.csa").write_text("".join(illegal))
+    unknown_piece = text.replace("P1-KY-KE-GI-KI-OU-KI-GI-KE-KY", "P1-KY-KE-GI-KI-OU-KI-GI-KE-XX")
+    (d / "unknown-piece.csa").write_text(unknown_piece)
+    return d
+
+
+def test_mixed_directory_keeps_every_good_game(mixed_dir, tmp_path):
+    out = tmp_path / "ds"
+    report = prepare([mixed_dir], out, test_fraction=0.0, workers=1, game_filter=LOOSE, progress=False)
+    assert json.loads((out / "report.json").read_text()) == report
+    skipped = {Path(s["file"]).name: s for s in report["skipped"]}
+    for name in ("garbage.csa", "empty.csa", "huge-line.csa", "unknown-piece.csa", "truncated.csa"):
+        assert name in skipped, name
+        assert skipped[name]["reason"]
+    sources = {Path(g["source"]).name for g in load_games(out)}
+    # the five self-play games, the Shift_JIS copy and the game cut before its illegal move survive
+    assert {f.name for f in SELFPLAY[:5]} | {"sjis.csa", "illegal-move.csa"} <= sources
+    flagged = [f for f in report["flagged"] if Path(f["file"]).name == "illegal-move.csa"]
+    assert flagged and flagged[0]["line"] is not None
+    illegal = next(g for g in load_games(out) if Path(g["source"]).name == "illegal-move.csa")
+    assert illegal["positions"] == 60  # kept up to the move before the illegal one
+
+
+def test_rerun_is_byte_identical_and_workers_do_not_matter(tmp_path):
+    inputs = SELFPLAY[:40] + FLOODGATE
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    prepare(inputs, a, seed=3, workers=1, progress=False, shard_rows=2000)
+    prepare(inputs, b, seed=3, workers=1, progress=False, shard_rows=2000)
+    prepare(inputs, c, seed=3, workers=2, progress=False, shard_rows=2000)
+    assert tree_digest(a) == tree_digest(b)
+    manifest_a = load_manifest(a)
+    assert manifest_a["shard_rows"] == 2000 and len(manifest_a["splits"]["train"]["shards"]) > 1
+    for split in ("train", "test"):
+        for shard in manifest_a["splits"][split]["shards"]:
+            assert (a / shard["file"]).read_bytes() == (c / shard["file"]).read_bytes()
+
+
+def test_split_is_by_game_and_seeded(tmp_path):
+    inputs = SELFPLAY[:200]
+    prepare(inputs, tmp_path / "s0", seed=0, test_fraction=0.2, workers=1, progress=False)
+    prepare(inputs, tmp_path / "s1", seed=1, test_fraction=0.2, workers=1, progress=False)
+    games0 = load_games(tmp_path / "s0")
+    test0 = {g["source"] for g in games0 if g["split"] == "test"}
+    test1 = {g["source"] for g in load_games(tmp_path / "s1") if g["split"] == "test"}
+    assert 0.1 < len(test0) / len(games0) < 0.3
+    assert test0 != test1
+    for split in ("train", "test"):
+        data = ShardDataset(tmp_path / "s0", split)
+        ids = np.unique(data.slice(0, len(data))["game"])
+        assert all(games0[i]["split"] == split for i in ids)  # a game's positions never straddle splits
+        for g in (games0[i] for i in ids[:20]):
+            rows = data.slice(g["row_start"], g["row_start"] + g["positions"])
+            assert (rows["game"] == g["id"]).all()
+            assert rows["ply"][0] == 1
+
+
+def test_test_data_sources_are_held_out_whole(tmp_path):
+    out = tmp_path / "ds"
+    prepare(SELFPLAY[:30], out, test_data=[SAMPLE / "floodgate"], workers=1, progress=False)
+    manifest = load_manifest(out)
+    games = load_games(out)
+    assert {Path(g["source"]).parent.name for g in games if g["split"] == "test"} == {"floodgate"}
+    assert {Path(g["source"]).parent.name for g in games if g["split"] == "train"} == {"selfplay"}
+    assert manifest["test_fraction"] == 0.0
+    assert len(manifest["sources"]) == 30 + len(FLOODGATE)
+    src = next(s for s in manifest["sources"] if s["path"].endswith(FLOODGATE[0].name))
+    assert src["sha256"] == hashlib.sha256(FLOODGATE[0].read_bytes()).hexdigest()
+    rated = [g for g in games if g["split"] == "test" and g["min_rating"] is not None]
+    assert rated and all(g["min_rating"] == min(g["ratings"]) for g in rated)
+
+
+def test_dedupe_games_and_test_positions(tmp_path):
+    d = tmp_path / "dups"
+    d.mkdir()
+    for f in SELFPLAY[:10]:
+        shutil.copy(f, d / f.name)
+        shutil.copy(f, d / ("copy-" + f.name))
+    plain = prepare([d], tmp_path / "plain", test_fraction=0.0, workers=1, progress=False)
+    deduped = prepare([d], tmp_path / "dedup", test_fraction=0.0, dedupe=True, workers=1, progress=False)
+    assert deduped["games_kept"] * 2 == plain["games_kept"]
+    assert deduped["skipped_by_reason"]["duplicate game"] == deduped["games_kept"]
+    # the same games as train and as test: every test position also occurs in train
+    report = prepare([d], tmp_path / "dt", test_data=[SELFPLAY[0]], dedupe_test=True, workers=1, progress=False)
+    assert report["test_positions_dropped_as_seen_in_train"] > 0
+    assert load_manifest(tmp_path / "dt")["splits"]["test"]["positions"] == 0
+
+
+def test_filters_are_recorded_and_applied(tmp_path):
+    out = tmp_path / "ds"
+    report = prepare(FLOODGATE, out, test_fraction=0.0, workers=1, game_filter=GameFilter(min_rating=3500),
+                     progress=False)
+    manifest = load_manifest(out)
+    assert manifest["filters"]["min_rating"] == 3500
+    assert all(g["min_rating"] >= 3500 for g in load_games(out))
+    assert any("rated below" in s["reason"] for s in report["skipped"])
+
+
+def test_user_errors_are_one_line_and_leave_nothing_behind(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["prepare", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "no inputs" in result.output
+    result = runner.invoke(main, ["prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "missing" in result.output
+    result = runner.invoke(main, ["prepare", str(FLOODGATE[0]), "--min-moves", "10000", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "nothing survived" in result.output
+    assert not (tmp_path / "x").exists()
+    assert not list(tmp_path.glob(".x.tmp-*"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(main, ["prepare", str(FLOODGATE[0]), "--out", str(blocker / "sub" / "ds")])
+    assert result.exit_code == 1 and "cannot write" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path):
+    out = tmp_path / "ds"
+    prepare(FLOODGATE, out, workers=1, progress=False)
+    before = tree_digest(out)
+    with pytest.raises(PrepareError, match="already exists"):
+        prepare(SELFPLAY[:3], out, workers=1, progress=False)
+    assert tree_digest(out) == before
+    prepare(SELFPLAY[:3], out, workers=1, progress=False, overwrite=True)
+    assert tree_digest(out) != before
+
+
+def test_cli_prepare_and_inspect(tmp_path):
+    out = tmp_path / "ds"
+    runner = CliRunner()
+    result = runner.invoke(main, ["prepare", *map(str, SELFPLAY[:20]), "--test-data", str(SAMPLE / "floodgate"),
+                                  "--out", str(out), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "games kept" in result.output
+    result = runner.invoke(main, ["inspect", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "[train]" in result.output and "[test]" in result.output and "3500–3999" in result.output
+    result = runner.invoke(main, ["inspect", str(tmp_path)])
+    assert result.exit_code == 1 and "manifest.json" in result.output
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    assert runner.invoke(main, ["--version"]).output.startswith("shogitrain")
+    for command in ("prepare", "inspect", "train", "eval", "compare", "export"):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output

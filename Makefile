@@ -51,7 +51,7 @@ demo: install
 # settings, scaled to 5 blocks x 64 channels; same data, steps and seed for all three.
 SHARED_DATA ?= ../shared/data
 REPRO       ?= reproduction
-REPRO_STEPS ?= 600
+REPRO_STEPS ?= 500
 REPRO_DOCS  ?= docs
 REPRO_SET    = --amp off --set train.device=cpu --set model.blocks=5 --set model.channels=64 \
                --set train.steps=$(REPRO_STEPS) --set train.eval_interval=50 --set train.log_interval=10 \

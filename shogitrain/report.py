@@ -206,7 +206,7 @@ FIGURES = {
     },
     "test_policy_loss": {
         "title": "Test policy loss",
-        "ylabel": "policy loss (cross-entropy × z, on {splits})",
+        "ylabel": "policy loss (plain cross-entropy, on {splits})",
         "lines": [("policy_loss", _TEST, "-")],
     },
     "test_value_loss": {

@@ -184,7 +184,7 @@ def _candidates(pos: Position):
 
 
 def _fast_play(pos: Position, s: str):
-    """The reader's inlined copy of push (in _read_moves) on one move line: the USI move, or None when it
+    """The reader's move loop (_read_moves) on one move line: the USI move, or None when it
     rejects it. An accepted move must leave exactly the position Position.push leaves (state, side to
     move, king squares, check flag), and the snapshot must be the position before it."""
     p = pos.copy()
@@ -203,7 +203,7 @@ def _fast_play(pos: Position, s: str):
 
 
 def _compare_position(sfen: str, fast: bool = True):
-    """Position.push and the reader's inlined copy of it against python-shogi on every candidate move."""
+    """Position.push and the reader's move loop against python-shogi on every candidate move."""
     pos = Position.from_sfen(sfen)
     board = shogi.Board(sfen)
     legal = {m.usi() for m in board.legal_moves}

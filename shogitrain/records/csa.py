@@ -963,9 +963,8 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
     """Replay the move section into ``rec``; with ``snaps`` (a bytearray), the state before each kept move
     (``STATE_SIZE`` bytes each) is appended to it.
 
-    Plain move lines are played by an inlined copy of :meth:`Position.push` (same checks, same order, same
-    messages; the side to move and the check flag live in locals and are written back to ``pos`` around
-    the rare other statements, which use ``pos.push``). Both are cross-checked against python-shogi.
+    Every move is played by :meth:`Position.push`, whose legality checks are cross-checked against
+    python-shogi.
     """
     moves = rec.moves
     moves_append = moves.append
@@ -973,10 +972,6 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
     last_scored = 0      # the largest key of sc (sc only grows at the end)
     problems = h.problems
     state = pos.st
-    ksq = pos.ksq
-    turn = pos.turn
-    in_check = pos.in_check
-    memo = _MEMO
     snap = snaps is not None
     start_turn = pos.turn
     stopped = False      # an illegal/unreadable move ended the replay
@@ -986,6 +981,24 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
     token_recorded = 0
     after_end = False
     clean = True         # not stopped and not after the end: the fast path applies
+
+    def play(move: str, line_no: int) -> None:
+        """Play one move line; an illegal or unreadable one ends the replay (the game is kept before it)."""
+        nonlocal stopped, clean, extra, stop_index
+        if snap:
+            snaps.extend(state)
+        try:
+            moves_append(pos.push(move))
+        except IllegalMove as e:
+            if snap:
+                del snaps[-STATE_SIZE:]
+            stopped = True
+            clean = False
+            extra += 1
+            stop_index = len(moves) + extra
+            problems.append((line_no, f"{'unreadable' if isinstance(e, BadMove) else 'illegal'} "
+                                      f"move {move[:20]!r}: {e}; game kept up to the move before"))
+
     n = len(lines)
     for idx in range(start, n):
         line = lines[idx]
@@ -999,123 +1012,7 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
                 else:
                     s = None
                 if s is not None:
-                    if snap:
-                        snaps += state
-                    try:
-                        # ---- inlined Position.push ----
-                        try:
-                            t = memo[s]
-                        except KeyError:
-                            t = _compile(s)
-                        color, frm, to, code, before_np, btw_np, usi, before_p, btw_p, usi_p, king, reach = t
-                        if color != turn:
-                            raise IllegalMove("move by the side not to move")
-                        enemy = color ^ 1
-                        if frm < 0:  # drop; before_np is the hand slot, before_p "is a pawn"
-                            if btw_np is None:
-                                raise IllegalMove("this piece cannot be dropped there")
-                            if state[to]:
-                                raise IllegalMove("drop on an occupied square")
-                            if not state[before_np]:
-                                raise IllegalMove("piece not in hand")
-                            if before_p:
-                                f0 = to - to % 9
-                                if code in state[f0:f0 + 9]:
-                                    raise IllegalMove("second unpromoted pawn on the file (nifu)")
-                            state[to] = code
-                            if in_check:
-                                if attacked(state, ksq[color], enemy):
-                                    raise IllegalMove("leaves the king in check")
-                            state[before_np] -= 1
-                            in_check = False
-                            eks = ksq[enemy]
-                            if eks is not None:
-                                b = reach[eks]
-                                if b is not None:
-                                    in_check = True
-                                    for q in b:
-                                        if state[q]:
-                                            in_check = False
-                                            break
-                                    if in_check and before_p and _pawn_drop_mates(state, to, eks, enemy):
-                                        raise IllegalMove("pawn-drop mate (uchifuzume)")
-                        else:
-                            p = state[frm]
-                            if p == before_np:
-                                btw = btw_np
-                            elif p == before_p:
-                                btw = btw_p
-                                usi = usi_p
-                            else:
-                                raise IllegalMove("the from-square does not hold that piece")
-                            if btw is None:
-                                raise IllegalMove("the piece cannot move so (geometry or promotion rule)")
-                            for q in btw:
-                                if state[q]:
-                                    raise IllegalMove("path blocked")
-                            cap = state[to]
-                            if cap:
-                                if cap >> 4 == color:
-                                    raise IllegalMove("captures its own piece")
-                                if cap & 15 == OU:
-                                    raise IllegalMove("captures the king")
-                            state[frm] = 0
-                            state[to] = code
-                            if king:
-                                ksq[color] = to
-                                if attacked(state, to, enemy):
-                                    raise IllegalMove("king moves into check")
-                            else:
-                                ks = ksq[color]
-                                if ks is not None:
-                                    if in_check:
-                                        if attacked(state, ks, enemy):
-                                            raise IllegalMove("leaves the king in check")
-                                    else:
-                                        dk = DIRIDX[ks]
-                                        d = dk[frm]
-                                        if d and dk[to] != d:
-                                            codes = SLIDE_CODES[enemy][d]
-                                            for q in RAY[ks][d]:
-                                                v = state[q]
-                                                if v:
-                                                    if v in codes:
-                                                        raise IllegalMove("moves a pinned piece")
-                                                    break
-                            if cap:
-                                state[CAPTURE_SLOT[cap]] += 1
-                            in_check = False
-                            eks = ksq[enemy]
-                            if eks is not None:
-                                b = reach[eks]
-                                if b is not None:
-                                    in_check = True
-                                    for q in b:
-                                        if state[q]:
-                                            in_check = False
-                                            break
-                                if not in_check:
-                                    dk = DIRIDX[eks]
-                                    d = dk[frm]
-                                    if d and dk[to] != d:
-                                        codes = SLIDE_CODES[color][d]
-                                        for q in RAY[eks][d]:
-                                            v = state[q]
-                                            if v:
-                                                in_check = v in codes
-                                                break
-                        turn = state[TURN_INDEX] = enemy
-                        moves_append(usi)
-                        # ---- end of inlined push ----
-                    except IllegalMove as e:
-                        if snap:
-                            del snaps[-STATE_SIZE:]
-                        stopped = True
-                        clean = False
-                        extra += 1
-                        stop_index = len(moves) + extra
-                        problems.append((first + idx, f"{'unreadable' if isinstance(e, BadMove) else 'illegal'} "
-                                                      f"move {s!r}: {e}; game kept up to the move before"))
+                    play(s, first + idx)
                     continue
         elif c == "T":
             continue
@@ -1164,23 +1061,7 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
                 if stopped:
                     extra += 1
                     continue
-                if snap:
-                    snaps += state
-                pos.turn = turn
-                pos.in_check = in_check
-                try:
-                    moves_append(pos.push(st))
-                    turn = pos.turn
-                    in_check = pos.in_check
-                except IllegalMove as e:
-                    if snap:
-                        del snaps[-STATE_SIZE:]
-                    stopped = True
-                    clean = False
-                    extra += 1
-                    stop_index = len(moves) + extra
-                    problems.append((ln, f"{'unreadable' if isinstance(e, BadMove) else 'illegal'} "
-                                         f"move {st[:20]!r}: {e}; game kept up to the move before"))
+                play(st, ln)
             elif ch == "T":
                 continue
             elif ch == "%":
@@ -1202,8 +1083,6 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
                 break
             else:
                 problems.append((ln, f"unrecognised statement {st[:40]!r}"))
-    pos.turn = turn
-    pos.in_check = in_check
     # ---- result ----
     rec.scores = [None] * len(moves)
     for k, v in sc.items():

@@ -40,3 +40,40 @@ def test_tiny_training_run_on_cuda(sample_dataset, tmp_path, amp):
     rows = read_metrics(run_dir)
     assert rows[-1]["step"] == 20
     assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
+
+
+def test_eval_on_cuda_matches_cpu(sample_dataset, tmp_path):
+    from test_train import tiny_config
+
+    from shogitrain.evaluate import evaluate_checkpoint
+    from shogitrain.train.loop import train
+
+    run_dir = train(tiny_config(sample_dataset, tmp_path / "run", "train.steps=4"), progress=False)
+    cpu = evaluate_checkpoint(run_dir / "checkpoint.pt", sample_dataset, device="cpu", progress=False)
+    gpu = evaluate_checkpoint(run_dir / "checkpoint.pt", sample_dataset, device="cuda", progress=False)
+    for name, value in cpu["metrics"].items():
+        assert gpu["metrics"][name] == pytest.approx(value, rel=1e-3, abs=1e-4), name
+
+
+def test_ddp_nccl_two_gpus(sample_dataset, tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs")
+    import torch.multiprocessing as mp
+    from test_train import _free_port
+
+    mp.spawn(_nccl_worker, args=(2, _free_port(), str(sample_dataset), str(tmp_path / "ddp")), nprocs=2, join=True)
+    assert read_metrics(tmp_path / "ddp")[-1]["step"] == 4
+
+
+def _nccl_worker(rank, world_size, port, dataset, run_dir):
+    import os
+    from pathlib import Path
+
+    from test_train import tiny_config
+
+    from shogitrain.train.loop import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
+                      RANK=str(rank), LOCAL_RANK=str(rank))
+    train(tiny_config(dataset, Path(run_dir), "train.steps=4", "train.device=cuda", "train.sync_bn=true"),
+          progress=False)

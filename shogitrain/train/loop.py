@@ -256,7 +256,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                unit="step", dynamic_ncols=True, desc=run_dir.name)
     sums = torch.tensor(state.loss_sums or [0.0] * len(LOSS_TERMS), dtype=torch.float64, device=device)
     sums_count = state.loss_count
-    window_start, window_positions = time.perf_counter(), 0
+    window_start, window_positions, window_eval_s = time.perf_counter(), 0, state.eval_s
     segment_start = time.perf_counter() - state.elapsed_s - state.eval_s  # elapsed = now - start - eval_s
     encode_ahead = _encode_in_background(device, dist_info.world_size)
 
@@ -327,14 +327,15 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                     state.elapsed_s = now - segment_start - state.eval_s
                     row = {"step": state.step, "epoch": epoch, "split": "train", "time_s": round(state.elapsed_s, 3),
                            **dict(zip(LOSS_NAMES, means)), "lr": optimizer.param_groups[0]["lr"],
-                           "positions_per_s": round(window_positions / max(now - window_start, 1e-9), 1),
+                           "positions_per_s": round(  # evaluations inside the window excluded
+                               window_positions / max(now - window_start - (state.eval_s - window_eval_s), 1e-9), 1),
                            "nonfinite_steps": state.nonfinite_total}
                     log.log(row)
                     bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{row['lr']:.3g}",
                                     pos_s=f"{row['positions_per_s']:.0f}")
                     sums.zero_()
                     sums_count = 0
-                    window_start, window_positions = now, 0
+                    window_start, window_positions, window_eval_s = now, 0, state.eval_s
                 if cfg.train.eval_interval and state.step % cfg.train.eval_interval == 0 and dist_info.is_main:
                     rng = np.random.default_rng([cfg.train.seed, state.step])
                     sample = np.sort(rng.choice(len(test_data), size=min(cfg.train.eval_sample, len(test_data)),

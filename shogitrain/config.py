@@ -130,7 +130,9 @@ class ClipConfig:
 class GradInitConfig:
     """GradInit options (algorithms.md §3; launch-script defaults of zhuchen03/gradinit)."""
 
-    variant: Literal["sgd", "adam"] = "sgd"  # the first step simulated: SGD (L2) or Adam (sign, L1)
+    # the first step simulated: SGD (L2) or Adam (sign, L1); 'auto' follows optim.name (adam/adamw →
+    # adam; sgd, radam — whose first steps are SGD-like — and nlcg → sgd)
+    variant: Literal["auto", "sgd", "adam"] = "auto"
     eta: float = 0.1  # η, the simulated step size
     gamma: float = 1.0  # γ, gradient-norm constraint (.inf = none)
     lr: float = 1e-3  # τ, Adam learning rate on the scales

@@ -104,6 +104,8 @@ def test_nonfinite_steps_are_skipped_then_abort(sample_dataset, tmp_path, monkey
     ["model.arch=nf", "clip.mode=agc"],
     ["model.arch=nf-blog", "clip.mode=agc", "clip.agc_exclude=[policy_head,value_head]"],
     ["init.method=gradinit", "init.gradinit.iters=3", "init.gradinit.batch_size=32"],
+    ["init.method=gradinit", "init.gradinit.iters=3", "init.gradinit.batch_size=32", "optim.name=adamw",
+     "optim.lr=0.001"],
     ["schedule.name=cosine", "schedule.warmup_steps=2"],
 ])
 def test_options_run(sample_dataset, tmp_path, extra):
@@ -161,3 +163,19 @@ def test_ddp_two_ranks_match_one_process(sample_dataset, tmp_path):
     b = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("optimizer, expected", [("sgd", "sgd"), ("adamw", "adam"), ("radam", "sgd")])
+def test_gradinit_auto_variant_follows_the_optimizer(sample_dataset, tmp_path, monkeypatch, optimizer, expected):
+    import shogitrain.optim.gradinit as gi
+    from shogitrain.shards.reader import ShardDataset
+    from shogitrain.train.init import run_gradinit
+
+    seen = {}
+    monkeypatch.setattr(gi, "gradinit", lambda *a, **k: seen.update(k) or {})
+    cfg = tiny_config(sample_dataset, tmp_path / "run", "init.method=gradinit", f"optim.name={optimizer}")
+    from shogitrain.models import build_model
+
+    run_gradinit(build_model("bn", blocks=1, channels=8, fc_units=8), cfg, ShardDataset(sample_dataset), None,
+                 torch.device("cpu"))
+    assert seen["variant"] == expected

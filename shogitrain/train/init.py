@@ -57,7 +57,7 @@ def run_gradinit(model: nn.Module, cfg, dataset, min_ratings, device, run_dir=No
 
     g = cfg.init.gradinit
     half = max((g.batch_size or cfg.train.batch_size) // 2, 1)
-    variant = g.variant
+    variant = g.variant if g.variant != "auto" else ("adam" if cfg.optim.name in ("adam", "adamw") else "sgd")
     batches = (((b.x1, b.x2), (b.labels, b.result, b.eval, b.has_eval))
                for b in gradinit_batches(dataset, half, cfg.train.seed, device, min_ratings))
 

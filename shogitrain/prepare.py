@@ -121,11 +121,6 @@ def _read_games(path: Path, raw: bytes | None) -> list:
     return read_records(path)
 
 
-def process_file(path: Path, game_filter: GameFilter) -> FileResult:
-    """Read one record file and convert its kept games to rows (runs in a worker)."""
-    return process_files([path], game_filter)[0]
-
-
 def _read_file(path: Path, game_filter: GameFilter, items: list) -> FileResult:
     """Read one record file. The kept games' GameResults have rows=None, their (game, positions, id, draw)
     are appended to ``items`` for games_rows, in the same order."""
@@ -186,7 +181,7 @@ def _read_file(path: Path, game_filter: GameFilter, items: list) -> FileResult:
 
 
 def process_files(paths: list[Path], game_filter: GameFilter) -> list[FileResult]:
-    """process_file for several files; their games' rows are views of one array."""
+    """Read record files and convert their kept games to rows; the games' rows are views of one array."""
     results, rows = _process_task(paths, game_filter)
     return _attach_rows(results, rows)
 

@@ -1,10 +1,10 @@
 """`shogitrain train`: the experiment runner, one readable function with named helpers.
 
 Order of one step: features on the device (for the next batches in the prefetch thread on CUDA
-or where a CPU core is free for it, ``train/data.py``) → forward under autocast → dlshogi loss → backward (scaled for fp16) → unscale →
-clip (global norm or AGC, heads excluded by group name) → non-finite check (one device sync) →
-optimizer step (NLCG also gets the all-reduced loss) → LR schedule → SWA/EMA update. Every ``eval_interval``
-steps a random test sample is scored, and each epoch ends with a full test pass, through the same
+or where a CPU core is free for it, ``train/data.py``) → forward under autocast → dlshogi loss →
+backward (scaled for fp16) → unscale → clip (global norm or AGC, heads excluded by group name) →
+non-finite check (one device sync) → optimizer step (NLCG also gets the all-reduced loss) → LR
+schedule → SWA/EMA update. Every ``eval_interval`` steps a random test sample is scored, and each epoch ends with a full test pass, through the same
 function `shogitrain eval` uses.
 """
 
@@ -80,12 +80,13 @@ def run_name(cfg: Config) -> str:
     return cfg.run.name or f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.arch}"
 
 
-def _grads_finite(params) -> bool:
+def _loss_and_grads_finite(loss: torch.Tensor, params) -> bool:
+    """The loss and every gradient finite, decided with one device sync."""
+    ok = torch.isfinite(loss)
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return True
-    norms = torch._foreach_norm(grads)
-    return bool(torch.isfinite(torch.stack(norms)).all())
+    if grads:
+        ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+    return bool(ok)
 
 
 def _encode_in_background(device: torch.device, world_size: int) -> bool:
@@ -117,15 +118,9 @@ def _step_finite(loss: torch.Tensor, params, total_norm: torch.Tensor | None, ch
     loss = loss.detach()
     if not check_grads:
         return bool(torch.isfinite(loss))
-    if total_norm is not None:
-        if bool(torch.isfinite(loss) & torch.isfinite(total_norm)):
-            return True
-        return bool(torch.isfinite(loss)) and _grads_finite(params)
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return bool(torch.isfinite(loss))
-    norms = torch.stack(torch._foreach_norm(grads))
-    return bool(torch.isfinite(norms).all() & torch.isfinite(loss))
+    if total_norm is not None and bool(torch.isfinite(loss) & torch.isfinite(total_norm)):
+        return True
+    return _loss_and_grads_finite(loss, params)
 
 
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:

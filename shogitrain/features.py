@@ -14,29 +14,31 @@ Design (measurements in ``docs/benchmarks.md``, "Features"):
   bit 0), laid out ``[slot, file, frame]`` — the batch is the innermost, contiguous dimension, so
   a file shift is a view on an outer dimension and every op is one long vectorized loop. Two
   guard files (always empty) pad the file dimension. One ``scatter_add`` of an int32 per square
-  builds both frames at once: the low half carries the rank bit, the high half the mirrored one,
-  so the int32 tensor viewed as int16 is the interleaved pair of frames.
+  builds both frames at once: a piece of the side to move adds its rank bit to the low half, an
+  opponent's piece its mirrored rank bit to the high half (empty squares, and the side to
+  move's king in a row of its own, add both), so the int32 tensor viewed as int16 is the
+  interleaved pair of frames. Row and value come from one table lookup of (square, piece code,
+  side to move), which also does the 180° rotation.
 * Stepping pieces: one shift per rank offset over stacked slot ranges (slots are ordered so each
   movement group is a contiguous range), files via views.
 * Sliders: vertical rays inside the int16 (Kogge-Stone fill towards rank a, borrow trick
-  ``occ ^ (occ - 2·s)`` towards rank i); horizontal and diagonal rays by stepping file by file
-  (≤ 8 steps, each over the files a ray can still be on), both horizontal senses at once.
+  ``occ ^ (occ - 2·s)`` towards rank i); horizontal and diagonal rays by an occluded fill across
+  files (steps of 1, 2, 4 files), both horizontal senses at once.
 * Attack counts: rays and steps of one color in one of the 10 directions (8 + 2 knight jumps)
   never overlap, so the number of attackers of a square is the number of directions it is attacked
   from; a bit-sliced saturating counter over the 10 direction bitboards gives the ≥1/≥2/≥3 planes.
-* Expansion: the [31 planes × 9 files, 2B] words are transposed once (2-D blocked copy; the
-  interleaved frames make each position's rows "own planes, then opponent planes"), and each
+* Expansion: the [31 planes × 9 files, 2B] words are transposed once (the interleaved frames
+  make each position's rows "own planes, then opponent planes"), and each
   9-bit file value indexes a 9-wide lookup table (1024 rows: plain ranks, and rank-reversed for
   the mirrored opponent frame) with one ``index_select`` straight into the output, which may be
   preallocated (``out=``). features2 is 57 values a position; each plane is one 81-wide row of
   a two-row table (all zeros / all ones), again one ``index_select``.
-* On CPU the bit-twiddling part runs on one intra-op thread (``SINGLE_THREAD_COMPUTE``), the
-  output writes on torch's default thread count.
+* On CPU a batch is encoded in chunks of ``CHUNK`` positions, so that the intermediate
+  bitboards of a chunk stay in cache; each op uses torch's intra-op threads.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -65,8 +67,11 @@ S_KE, S_FU, S_UM, S_OU, S_GI, S_RY, S_KY, S_KA, S_HI = (
     _SLOT[fmt.KE], _SLOT[fmt.FU], _SLOT[fmt.UM], _SLOT[fmt.OU], _SLOT[fmt.GI], _SLOT[fmt.RY],
     _SLOT[fmt.KY], _SLOT[fmt.KA], _SLOT[fmt.HI])
 N_OWN = 14
-S_EMPTY = 2 * N_OWN     # scatter slots: 0..13 black pieces, 14..27 white pieces, 28 empty squares
-N_SLOTS = 2 * N_OWN + 1
+# scatter rows: the 14 slots (the side to move's pieces in the low half of the int32, the
+# opponent's in the high half), the side to move's king once more (both halves), empty squares
+R_OWN_KING = N_OWN
+R_EMPTY = N_OWN + 1
+N_ROWS = N_OWN + 2
 # Movement groups (slot ranges): step up at the same file, step down at the same file, step up /
 # sideways / down to a neighbouring file.
 _UP0 = slice(1, 10)     # FU UM KI TO NY NK NG OU GI
@@ -79,20 +84,35 @@ _N_STEP_SLOTS = 11      # slots 0..10 have step moves
 MASK9 = 0x1FF
 
 
-def _code_tables():
-    """Scatter slot of (code | turn << 5): the side to move's pieces get slots 0..13 ("black" half
-    of the scatter), the opponent's 14..27, in internal slot order."""
-    slot = np.full(64, S_EMPTY, dtype=np.int64)
-    for pt in range(1, 15):
-        black, white = pt, pt + fmt.WHITE_OFFSET
-        slot[black] = _SLOT[pt]                      # black to move
-        slot[white] = N_OWN + _SLOT[pt]
-        slot[32 + white] = _SLOT[pt]                 # white to move
-        slot[32 + black] = N_OWN + _SLOT[pt]
-    return slot
+def _scatter_tables():
+    """Scatter row and value of (square, code | turn << 5), [81 * 64] each; squares in Black's
+    view. The row is ``row * 11 + file + 1`` of the square as the side to move sees it (rotated
+    180° when White moves; files 0 and 10 are guards); the value is the rank bit in the low half
+    (the side to move's frame) and/or the rank-mirrored bit in the high half (the opponent's
+    frame, seen upside down)."""
+    rows = np.zeros((81, 64), np.int64)
+    values = np.zeros((81, 64), np.int32)
+    for sq in range(81):
+        for turn in (0, 1):
+            file, rank = divmod(80 - sq if turn else sq, 9)
+            low, high = 1 << rank, 1 << (16 + 8 - rank)
+            for code in range(32):
+                white = code >= fmt.WHITE_OFFSET
+                pt = code - fmt.WHITE_OFFSET if white else code
+                if not fmt.FU <= pt <= fmt.RY:
+                    row, value = R_EMPTY, low | high
+                elif white != bool(turn):
+                    row, value = _SLOT[pt], high
+                elif pt == fmt.OU:
+                    row, value = R_OWN_KING, low | high
+                else:
+                    row, value = _SLOT[pt], low
+                rows[sq, code | turn << 5] = row * 11 + file + 1
+                values[sq, code | turn << 5] = value
+    return rows.reshape(-1), values.reshape(-1)
 
 
-_SLOT_OF_KEY = _code_tables()
+_SCATTER_ROW, _SCATTER_VALUE = _scatter_tables()
 # output order of the 14 piece / attack planes, as slots
 _OUT_SLOTS = [_SLOT[pt] for pt in PIECE_ORDER]
 
@@ -119,14 +139,9 @@ class _Consts:
 
     def __init__(self, device: torch.device, dtype: torch.dtype):
         sq = torch.arange(81, device=device)
-        # scatter row of (square, code | turn << 5): slot * 11 + file + 1; guard files 0 and 10
-        rows = (sq.view(81, 1) // 9 + 1) + 11 * torch.tensor(_SLOT_OF_KEY, device=device).view(1, 64)
-        self.scatter_row = rows.reshape(-1).contiguous()          # [81 * 64], index sq * 64 + key
+        self.scatter_row = torch.from_numpy(_SCATTER_ROW).to(device)      # index sq * 64 + key
+        self.scatter_value = torch.from_numpy(_SCATTER_VALUE).to(device)
         self.key_offset = (sq * 64).to(torch.int32).view(81, 1)
-        # one int32 per square carries the rank bit twice: low half plain (frame of the side to
-        # move), high half rank-mirrored (frame of the opponent, seen upside down)
-        r = sq % 9
-        self.rank_bits = ((1 << r) | (1 << (16 + 8 - r))).to(torch.int32).view(81, 1)
         self.out_slots = torch.tensor(_OUT_SLOTS, device=device)
         v = torch.arange(512, device=device).view(512, 1)
         r = torch.arange(9, device=device).view(1, 9)
@@ -134,36 +149,34 @@ class _Consts:
         rev = (v >> (8 - r)) & 1
         self.lut = torch.cat([plain, rev]).to(dtype).contiguous()  # [1024, 9]
         self.lut2 = torch.tensor([[0] * 81, [1] * 81], device=device).to(dtype)   # [2, 81]
-        self.hand_thr = torch.tensor(_HAND_THR, device=device, dtype=torch.float32)
-        self.side_offset = torch.tensor([0, 512], dtype=torch.int32, device=device).view(1, 2, 1)
+        # features2 hand planes: the kind and the threshold of each of a color's 28 planes
+        self.hand_col = torch.tensor(_HAND_COL, device=device)
+        self.hand_thr = torch.tensor(_HAND_THR, dtype=torch.uint8, device=device)
         self.labels = torch.from_numpy(_LABELS).to(device)
-        # features2 hand planes: kind -> plane repetition matrix and threshold per plane
-        rep = torch.zeros(7, 28)
-        rep[torch.tensor(_HAND_COL), torch.arange(28)] = 1
-        self.hand_repeat = rep.to(device)
 
 
 def _bitboards(board: torch.Tensor, turn: torch.Tensor, k: _Consts):
-    """board [B, 81] uint8, turn [B] -> (own [14, 11, 2B] int16, occ [9, 2B] int16, king [9, B] int16).
+    """board [B, 81] uint8, turn [B] -> (own [14, 11, 2B] int16, occ [9, 2B] int16, king [9, B] int32).
 
     Layout ``[slot, file, frame]``. Frames interleave: 2n = position n seen by the side to move
     (rotated 180° when White moves), 2n + 1 = the same seen by the opponent (the first frame
     mirrored top-bottom, colors swapped). In both, "own" pieces move towards rank a. ``king`` is
-    the side to move's king in the second frame. Files 0 and 10 of ``own`` are empty guards.
+    the side to move's king in the second frame, in the high half of an int32 (a pair of frames
+    seen as one int32 has the second frame there). Files 0 and 10 of ``own`` are empty guards.
     """
     n = board.shape[0]
-    white = turn.view(1, n).bool()
-    bt = board.t()
     key = torch.empty(81, n, dtype=torch.uint8, device=board.device)
-    torch.where(white, bt.flip(0), bt, out=key)        # squares rotated for White to move
-    key |= turn.view(1, n) << 5
-    index = torch.index_select(k.scatter_row, 0, (key + k.key_offset).view(-1)).view(81, n)
-    bb = torch.zeros(N_SLOTS * 11, n, dtype=torch.int32, device=board.device)
-    bb.scatter_add_(0, index, k.rank_bits.expand(81, n))
-    bb = bb.view(N_SLOTS, 11, n)
-    own = (bb[:N_OWN] & 0xFFFF) | (bb[N_OWN:S_EMPTY] & -65536)
-    occ = bb[:S_EMPTY, 1:10].sum(0, dtype=torch.int32)
-    king = (bb[S_OU, 1:10] >> 16).to(torch.int16)
+    torch.bitwise_or(board.t(), turn.view(1, n) << 5, out=key)
+    key = key + k.key_offset                                       # [81, B] int32
+    index = torch.index_select(k.scatter_row, 0, key.view(-1)).view(81, n)
+    value = torch.index_select(k.scatter_value, 0, key.view(-1)).view(81, n)
+    bb = torch.zeros(N_ROWS * 11, n, dtype=torch.int32, device=board.device)
+    bb.scatter_add_(0, index, value)
+    bb = bb.view(N_ROWS, 11, n)
+    own = bb[:N_OWN]
+    own[S_OU] |= bb[R_OWN_KING] & 0xFFFF
+    occ = bb[R_EMPTY, 1:10] ^ (MASK9 | MASK9 << 16)
+    king = bb[R_OWN_KING, 1:10] & -65536
     return own.view(torch.int16), occ.view(torch.int16), king
 
 
@@ -172,6 +185,16 @@ def _sat_add(c1, c2, c3, x):
     c3 |= c2 & x
     c2 |= c1 & x
     c1 |= x
+
+
+def _file_shift(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Ray fronts [2, 3, m, 9, N] moved k files towards higher files, and k ranks towards rank a
+    (group 0), along the file (group 1) or towards rank i (group 2)."""
+    out = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
+    torch.bitwise_right_shift(x[:, 0, :, :9 - k], k, out=out[:, 0, :, k:])
+    out[:, 1, :, k:] = x[:, 1, :, :9 - k]
+    torch.bitwise_left_shift(x[:, 2, :, :9 - k], k, out=out[:, 2, :, k:])
+    return out
 
 
 def _attacks(bb: torch.Tensor, occ: torch.Tensor, planes: torch.Tensor, out_slots: torch.Tensor):
@@ -215,26 +238,22 @@ def _attacks(bb: torch.Tensor, occ: torch.Tensor, planes: torch.Tensor, out_slot
     ray_up = g >> 1                                    # RY HI KY towards rank a
     ray_down = (occ ^ (occ - (vs[0:2] << 1))) & MASK9  # RY HI towards rank i
 
-    # ---- horizontal and diagonal rays, file by file ----
-    # variants: 0,1 = KA UM up-diagonal, 2,3 = RY HI sideways, 4,5 = KA UM down-diagonal;
-    # side 0 moves towards higher files, side 1 towards lower files (files read in reverse).
-    ka, um, hi, ry = (inner[i:i + 1] for i in (S_KA, S_UM, S_HI, S_RY))
-    sl = torch.cat([ka, um, ry, hi, ka, um], 0)        # [6, 9, N]
-    cur = torch.stack([sl, sl.flip(1)])                # [2, 6, 9, N]
-    emp2 = torch.stack([empty, empty.flip(0)]).unsqueeze(1)   # [2, 1, 9, N]
-    hray = torch.zeros(2, 6, 9, n, dtype=wd, device=dev)
-    for k in range(1, 9):
-        src = cur[:, :, : 9 - k]                       # fronts that can still move (dest files k..8)
-        t = torch.empty_like(src)
-        torch.bitwise_right_shift(src[:, 0:2], 1, out=t[:, 0:2])
-        t[:, 2:4] = src[:, 2:4]
-        torch.bitwise_left_shift(src[:, 4:6], 1, out=t[:, 4:6])
-        hray[:, :, k:] |= t
-        cur = t & emp2[:, :, k:]                       # fronts on empty squares, files k..8
-    hray &= MASK9
+    # ---- horizontal and diagonal rays, across files ----
+    # groups: 0 = KA UM up-diagonal, 1 = RY HI sideways, 2 = KA UM down-diagonal; side 0 moves
+    # towards higher files, side 1 towards lower files (files read in reverse). Occluded fill
+    # (Kogge-Stone: steps of 1, 2, 4 files over empty squares), then one more step onto the
+    # first blocker.
+    ka, um, hi, ry = (inner[i] for i in (S_KA, S_UM, S_HI, S_RY))
+    sl = torch.stack([ka, um, ry, hi, ka, um]).view(3, 2, 9, n)
+    fill = torch.stack([sl, sl.flip(2)])                          # [2, 3, 2, 9, N]
+    through = torch.stack([empty, empty.flip(0)]).view(2, 1, 1, 9, n).expand(2, 3, 1, 9, n)
+    for k in (1, 2, 4):
+        fill |= through & _file_shift(fill, k)
+        if k < 4:
+            through = through & _file_shift(through, k)
+    hray = (_file_shift(fill, 1) & MASK9).view(2, 6, 9, n)
     hray_e = hray[0]
     hray_w = hray[1].flip(1)                           # back to normal file order
-
     # ---- per-type attack planes ----
     diag = hray_e[0:2] | hray_w[0:2] | hray_e[4:6] | hray_w[4:6]      # [2, 9, N] KA UM
     orth = hray_e[2:4] | hray_w[2:4] | ray_up[0:2] | ray_down         # [2, 9, N] RY HI
@@ -272,29 +291,9 @@ def _resolve_device(device) -> torch.device:
     return device if isinstance(device, torch.device) else torch.device(device)
 
 
-# On CPU the bit-twiddling part of the encoder runs on one intra-op thread: its tensors are small
-# (≤ 1 MB), so splitting each of its ~200 ops over threads costs more in synchronisation than it
-# saves, and on a busy machine (another process on the cores) every parallel op can stall for a
-# scheduler slice. The large output writes keep the default thread count. Set to False to leave
-# the thread count alone.
-SINGLE_THREAD_COMPUTE = True
-
-
-@contextmanager
-def _compute_threads(device: torch.device):
-    threads = torch.get_num_threads()
-    if not (SINGLE_THREAD_COMPUTE and device.type == "cpu" and threads > 1):
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _encode_compact(board, hand, turn, k: _Consts):
-    """-> (LUT rows [B, 2, 279] int16 before the side offset, features2 values [B, 57] bool)."""
+def _encode_chunk(board, hand, turn, k: _Consts, x1: torch.Tensor, small: torch.Tensor) -> None:
+    """Features of one chunk of positions: x1 (contiguous [b, 62, 9, 9]) and the 57 features2
+    values (``small``, a [b, 57] bool view), filled in place."""
     device = board.device
     n = board.shape[0]
     board = board.to(torch.uint8)
@@ -306,49 +305,80 @@ def _encode_compact(board, hand, turn, k: _Consts):
     # side to move in check: a piece of the opponent (the own color of the second frame) other
     # than its king attacks the king (cshogi counts checkers without the king): where the
     # opponent king attacks the square, a second attacker is needed.
-    fb = planes.view(31, 9, n, 2)[:, :, :, 1]
-    king_att = fb[14 + 7]
-    checked = (fb[28] & ~king_att) | (fb[29] & king_att)
-    small = torch.empty(n, FEATURES2_NUM, dtype=torch.bool, device=device)
+    # Frame pairs as int32: the low half is the side to move's frame, the high half the opponent's.
+    pairs = planes.view(torch.int32)
+    king_att = pairs[14 + 7]
+    checked = (pairs[28] & ~king_att) | (pairs[29] & king_att)
     torch.any((checked & king) != 0, 0, out=small[:, 56])
 
+    # hand planes: each count repeated over its kind's planes, then compared with the plane's
+    # threshold
     hand = hand.reshape(n, 2, 7)
-    own_first = torch.where(turn.view(n, 1, 1).bool(), hand.flip(1), hand).to(torch.float32)
-    # each hand count repeated over its kind's planes (a 0/1 [7, 28] matmul), then thresholds
-    torch.gt(own_first @ k.hand_repeat, k.hand_thr, out=small[:, :56].view(n, 2, 28))
+    own_first = torch.where(turn.view(n, 1, 1).bool(), hand.flip(1), hand)
+    torch.gt(torch.index_select(own_first, 2, k.hand_col), k.hand_thr, out=small[:, :56].view(n, 2, 28))
 
-    # lookup-table row per (position, plane, file): the frames interleave, so the transposed
-    # [2B, 31 * 9] rows are the own then the opponent planes of each position
-    rows = planes.view(31 * 9, 2 * n).t().contiguous().view(n, 2, 31 * 9)
-    return rows, small
+    # lookup-table row per (position, plane, file). The opponent's planes (mirrored top-bottom)
+    # use the rank-reversed half of the table (rows 512…1023): the frames interleave, so as
+    # int32 every element is the pair (own word, opponent word), and bit 9 of the opponent word
+    # is bit 25. Transposed, the [2B, 31 * 9] rows are the own then the opponent planes of each
+    # position, the order of x1.
+    pairs.bitwise_or_(512 << 16)
+    idx = torch.empty(n, 2 * 31 * 9, dtype=torch.int32, device=device)
+    idx.view(2 * n, 31 * 9).copy_(planes.view(31 * 9, 2 * n).t().contiguous())
+    torch.index_select(k.lut, 0, idx.view(-1), out=x1.view(-1, 9))
 
 
-def _expand(rows, small, k: _Consts, dtype, out, expand_x2=True):
-    n = rows.shape[0]
-    device = rows.device
+# A large CPU batch is encoded in chunks of at most CHUNK positions, so that a chunk's working
+# set stays in cache.
+CHUNK = 2048
+
+
+def _run_chunks(n: int, device: torch.device, encode_chunk) -> None:
+    """Call ``encode_chunk(slice)`` over the batch: one slice on CUDA, chunks on CPU."""
+    size = n if device.type != "cpu" else CHUNK
+    for s in range(0, n, max(size, 1)):
+        encode_chunk(slice(s, min(s + size, n)))
+
+
+def _outputs(n: int, device, dtype, out, expand_x2: bool):
+    """(x1, x2 or None) to write: fresh, or the caller's ``out`` checked."""
     if out is None:
         x1 = torch.empty(n, FEATURES1_NUM, 9, 9, dtype=dtype, device=device)
         x2 = torch.empty(n, FEATURES2_NUM, 9, 9, dtype=dtype, device=device) if expand_x2 else None
-    else:
-        x1, x2 = out
-        if x2 is None and expand_x2:
-            raise ValueError("out=(x1, None) needs expand_x2=False")
-        if x1.shape != (n, FEATURES1_NUM, 9, 9) or not x1.is_contiguous():
-            raise ValueError("out x1 must be a contiguous [B, 62, 9, 9] tensor")
-        if x2 is not None and (x2.shape != (n, FEATURES2_NUM, 9, 9) or not x2.is_contiguous()
-                               or x2.dtype != x1.dtype):
-            raise ValueError("out x2 must be a contiguous [B, 57, 9, 9] tensor of x1's dtype")
-        if not expand_x2:
-            x2 = None
-    # the opponent's planes (mirrored top-bottom) use the rank-reversed half of the table
-    idx = torch.empty(n, 2, 31 * 9, dtype=torch.int32, device=device)
-    torch.add(rows, k.side_offset, out=idx)
-    torch.index_select(k.lut, 0, idx.view(-1), out=x1.view(-1, 9))
-    if x2 is None:                             # [B, 57, 9, 9] view, stride 0 over the cells
-        return x1, small.to(x1.dtype).view(n, FEATURES2_NUM, 1, 1).expand(n, FEATURES2_NUM, 9, 9)
-    # each plane is all zeros or all ones: one 81-wide table row per (position, plane)
-    torch.index_select(k.lut2, 0, small.view(-1).to(torch.int32), out=x2.view(-1, 81))
-    return x1, x2
+        return x1, x2
+    x1, x2 = out
+    if x2 is None and expand_x2:
+        raise ValueError("out=(x1, None) needs expand_x2=False")
+    if x1.shape != (n, FEATURES1_NUM, 9, 9) or not x1.is_contiguous() or x1.device != device:
+        raise ValueError("out x1 must be a contiguous [B, 62, 9, 9] tensor on the encoding device")
+    if x2 is not None and (x2.shape != (n, FEATURES2_NUM, 9, 9) or not x2.is_contiguous()
+                           or x2.dtype != x1.dtype or x2.device != device):
+        raise ValueError("out x2 must be a contiguous [B, 57, 9, 9] tensor of x1's dtype and device")
+    return x1, (x2 if expand_x2 else None)
+
+
+def _encode(board, hand, turn, move16, dtype, out, expand_x2: bool):
+    """-> (x1, x2, labels or None); see :func:`encode_board`."""
+    device = board.device
+    n = board.shape[0]
+    if out is not None:
+        dtype = out[0].dtype
+    k = _Consts.get(device, dtype)
+    x1, x2 = _outputs(n, device, dtype, out, expand_x2)
+    small = torch.empty(n, FEATURES2_NUM, dtype=torch.bool, device=device)
+    labels = None if move16 is None else torch.empty(n, dtype=torch.int64, device=device)
+
+    def encode_chunk(s: slice) -> None:
+        _encode_chunk(board[s], hand[s], turn[s], k, x1[s], small[s])
+        if x2 is not None:        # each plane is all zeros or all ones: one 81-wide table row
+            torch.index_select(k.lut2, 0, small[s].reshape(-1).to(torch.int32), out=x2[s].view(-1, 81))
+        if labels is not None:
+            labels[s] = _labels(move16[s], turn[s], k.labels)
+
+    _run_chunks(n, device, encode_chunk)
+    if x2 is None:                # [B, 57, 9, 9] view, stride 0 over the cells
+        x2 = small.to(x1.dtype).view(n, FEATURES2_NUM, 1, 1).expand(n, FEATURES2_NUM, 9, 9)
+    return x1, x2, labels
 
 
 def encode_board(board: torch.Tensor, hand: torch.Tensor, turn: torch.Tensor,
@@ -364,12 +394,8 @@ def encode_board(board: torch.Tensor, hand: torch.Tensor, turn: torch.Tensor,
     plane of features2 is constant) instead of a materialized tensor — same values, no 57 × 81
     writes a position; ``out`` then only needs x1 (``out=(x1, None)``).
     """
-    if out is not None:
-        dtype = out[0].dtype
-    k = _Consts.get(board.device, dtype)
-    with _compute_threads(board.device):
-        rows, small = _encode_compact(board, hand, turn, k)
-    return _expand(rows, small, k, dtype, out, expand_x2)
+    x1, x2, _ = _encode(board, hand.reshape(-1, 2, 7), turn, None, dtype, out, expand_x2)
+    return x1, x2
 
 
 def _direction(frm: int, to: int) -> int:
@@ -413,9 +439,12 @@ def move_labels(board, move16: torch.Tensor, turn: torch.Tensor) -> torch.Tensor
     ``board`` is not needed (the label depends on the move and the side to move only); it is
     accepted for symmetry with :func:`encode_board` and may be None.
     """
+    return _labels(move16, turn, _Consts.get(move16.device, torch.float32).labels)
+
+
+def _labels(move16: torch.Tensor, turn: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     m = move16.to(torch.int32)
     device = m.device
-    table = _Consts.get(device, torch.float32).labels
     frm = ((m >> 7) & 0x7F).clamp_(max=87)
     key = (turn.to(device=device, dtype=torch.int32).view(-1) * 88 + frm) * 81 + (m & 0x7F).clamp_(max=80)
     return torch.index_select(table, 0, key.view(-1)) + 810 * ((m >> 14) & 1).view(-1)
@@ -448,14 +477,7 @@ def encode_rows(rows: np.ndarray, device="cpu", non_blocking: bool = False,
     hand = raw[:, oh:oh + 14].reshape(-1, 2, 7)
     turn = raw[:, ot]
     move16 = raw[:, om].to(torch.int32) | (raw[:, om + 1].to(torch.int32) << 8)
-    if out is not None:
-        dtype = out[0].dtype
-    k = _Consts.get(device, dtype)
-    with _compute_threads(device):
-        rows, small = _encode_compact(board, hand, turn, k)
-        labels = move_labels(board, move16, turn)
-    x1, x2 = _expand(rows, small, k, dtype, out, expand_x2)
-    return x1, x2, labels
+    return _encode(board, hand, turn, move16, dtype, out, expand_x2)
 
 
 def features_from_sfens(sfens: Sequence[str], device="cpu"):

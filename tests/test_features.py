@@ -403,6 +403,16 @@ def test_batch_independence():
         assert torch.equal(y1[0], x1[i]) and torch.equal(y2[0], x2[i])
 
 
+@pytest.mark.parametrize("chunk", [1, 64, 100])
+def test_chunked_encoding_equals_one_chunk(monkeypatch, chunk):
+    rows = _sample_rows()                       # 301 positions: the last chunk is partial
+    x1, x2, lab = F.encode_rows(rows)
+    monkeypatch.setattr(F, "CHUNK", chunk)
+    for dtype in (torch.float32, torch.uint8):
+        y1, y2, lab2 = F.encode_rows(rows, dtype=dtype)
+        assert torch.equal(y1.float(), x1) and torch.equal(y2.float(), x2) and torch.equal(lab2, lab)
+
+
 def test_feature_version():
     assert F.FEATURE_VERSION == 1
 

@@ -127,9 +127,11 @@ def train(config_path, arch, data, run_dir, amp, overrides, resume, quiet):
 @click.option("--batch-size", default=1024, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True)
+@click.option("--weights", type=click.Choice(["raw", "averaged"]), default="raw", show_default=True,
+              help="The trained weights, or the run's SWA/EMA average (swa.mode).")
 @click.option("--json", "json_path", type=click.Path(), help="Also write every metric and stratum here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def evaluate(checkpoint, data, split, batch_size, device, amp, json_path, quiet):
+def evaluate(checkpoint, data, split, batch_size, device, amp, weights, json_path, quiet):
     """Score a checkpoint on a prepared split: dlshogi's metrics, top-5, calibration, strata by ply and rating."""
     import json
 
@@ -140,10 +142,10 @@ def evaluate(checkpoint, data, split, batch_size, device, amp, json_path, quiet)
 
     try:
         result = evaluate_checkpoint(checkpoint, data, split=split, batch_size=batch_size, device=device, amp=amp,
-                                     progress=not quiet)
+                                     progress=not quiet, weights=weights)
     except (CheckpointError, DatasetError, DeviceError) as e:
         raise _user_error(e) from None
-    click.echo(f"{checkpoint} on {data} [{split}], {result['positions']} positions")
+    click.echo(f"{checkpoint} ({weights} weights) on {data} [{split}], {result['positions']} positions")
     click.echo(format_metrics_table(result))
     if json_path:
         with open(json_path, "w", encoding="utf-8") as f:
@@ -173,13 +175,15 @@ def compare(run_dirs, out, names):
 @click.option("--checkpoint", required=True, type=click.Path(), help="checkpoint.pt of a run.")
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "torchscript"]))
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output file.")
-def export(checkpoint, fmt, out):
+@click.option("--weights", type=click.Choice(["raw", "averaged"]), default="raw", show_default=True,
+              help="The trained weights, or the run's SWA/EMA average (swa.mode).")
+def export(checkpoint, fmt, out, weights):
     """Export with dlshogi's I/O (input1/input2 → output_policy logits, output_value sigmoid), BN and WS folded."""
     from shogitrain.export import ExportError, export_model
 
     try:
-        result = export_model(checkpoint, fmt, out)
+        result = export_model(checkpoint, fmt, out, weights=weights)
     except ExportError as e:
         raise _user_error(e) from None
-    click.echo(f"{result['path']} ({fmt}): parity vs PyTorch on {result.get('positions', '?')} positions: "
+    click.echo(f"{result['path']} ({fmt}, {weights} weights): parity vs PyTorch on {result.get('positions', '?')} positions: "
                f"max |Δ| policy {result['max_abs_diff_policy']:.2e}, value {result['max_abs_diff_value']:.2e}")

@@ -278,16 +278,21 @@ def evaluate_dataset(model, dataset, device, *, batch_size: int = 1024, amp: str
 
 
 def evaluate_checkpoint(checkpoint, data, *, split: str = "test", batch_size: int = 1024, device: str = "auto",
-                        amp: str = "off", progress: bool = True) -> dict:
-    """`shogitrain eval`: load a checkpoint, score it on a prepared split; returns a JSON-able dict."""
+                        amp: str = "off", progress: bool = True, weights: str = "raw") -> dict:
+    """`shogitrain eval`: load a checkpoint, score it on a prepared split; returns a JSON-able dict.
+
+    ``weights``: 'raw' (the trained weights) or 'averaged' (the run's SWA/EMA average)."""
     from shogitrain.device import pick_device
     from shogitrain.features import FEATURE_VERSION
     from shogitrain.shards.reader import ShardDataset, manifest_hash
-    from shogitrain.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from shogitrain.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
     from shogitrain.train.data import game_min_ratings
 
     state = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(state, FEATURE_VERSION)
+    try:
+        model = model_from_checkpoint(state, FEATURE_VERSION, weights)
+    except CheckpointError as e:
+        raise CheckpointError(f"{checkpoint}: {e}") from None
     dev = pick_device(device)
     model.to(dev)
     dataset = ShardDataset(data, split)
@@ -296,7 +301,8 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", batch_size: in
     return {
         "checkpoint": str(checkpoint), "data": str(data), "split": split, "positions": len(dataset),
         "data_manifest_sha256": manifest_hash(data), "model_config": state["model_config"],
-        "step": state.get("train_state", {}).get("step"), "metrics": overall, "stratified": strata,
+        "step": state.get("train_state", {}).get("step"), "weights": weights,
+        "metrics": overall, "stratified": strata,
     }
 
 

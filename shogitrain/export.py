@@ -61,28 +61,18 @@ def _feature_version() -> int:
     return FEATURE_VERSION
 
 
-def load_model(checkpoint_path) -> nn.Module:
-    """The checkpoint's model (trained weights, eval mode, not fused); ExportError for anything unusable."""
-    from shogitrain.train.checkpoint import CheckpointError, load_checkpoint
+def load_model(checkpoint_path, weights: str = "raw") -> nn.Module:
+    """The checkpoint's model (``weights``: 'raw' or the SWA/EMA 'averaged' ones; eval mode, not
+    fused); ExportError for anything unusable."""
+    from shogitrain.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
     try:
         state = load_checkpoint(checkpoint_path)  # torch.load(weights_only=True) + format/version checks
+        model = model_from_checkpoint(state, _feature_version(), weights)
     except CheckpointError as e:
-        raise ExportError(str(e)) from None
-    expected = _feature_version()
-    if state.get("feature_version") != expected:
-        raise ExportError(f"{checkpoint_path}: checkpoint was trained on input feature version "
-                          f"{state.get('feature_version')}, this shogitrain builds version {expected}")
-    if not isinstance(state.get("model_config"), dict) or not isinstance(state.get("model"), dict):
-        raise ExportError(f"{checkpoint_path}: checkpoint has no model_config / model state")
-    try:
-        from shogitrain.models import build_model
-
-        model = build_model(**state["model_config"])
-        model.load_state_dict(state["model"])
-    except (TypeError, ValueError, RuntimeError, KeyError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"{checkpoint_path}: cannot rebuild the model ({first_line})") from None
+        message = str(e)
+        raise ExportError(message if message.startswith(str(checkpoint_path))
+                          else f"{checkpoint_path}: {message}") from None
     return model.float().eval()
 
 
@@ -197,14 +187,16 @@ def _runner(fmt: str, out_path: Path):
     return run
 
 
-def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None) -> dict:
+def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None, weights: str = "raw") -> dict:
     """Write ``checkpoint_path``'s network as ``fmt`` ('onnx' | 'torchscript') to ``out_path``.
 
     The written file is run on ``check_inputs`` (``(x1 [N,62,9,9], x2 [N,57,9,9])``; default: 64
     opening positions) and on its first position alone (a batch of 1: the batch axis is dynamic),
-    and compared with the unfused PyTorch model. Returns ``{'format', 'path', 'max_abs_diff_policy',
+    and compared with the unfused PyTorch model. Returns ``{'format', 'path', 'weights', 'max_abs_diff_policy',
     'max_abs_diff_value', 'positions', 'inputs'}``; raises :class:`ExportError` for an unusable
     checkpoint, a missing onnxruntime, or a difference above 1e-4 (the file is left for inspection).
+    ``weights``: 'raw' (the trained weights) or 'averaged' (the run's SWA/EMA average); the
+    result also names it.
     """
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
@@ -214,7 +206,7 @@ def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None) -> dict
             import onnxruntime  # noqa: F401
         except ImportError as e:
             raise ExportError(f"ONNX export needs onnxruntime for its parity check ({e}); {INSTALL_HINT}") from None
-    model = load_model(checkpoint_path)
+    model = load_model(checkpoint_path, weights)
 
     if check_inputs is None:
         x1, x2, source = check_positions()
@@ -246,7 +238,7 @@ def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None) -> dict
             if tuple(g.shape) != tuple(w.shape):
                 raise ExportError(f"{out_path}: output_{key} has shape {list(g.shape)}, expected {list(w.shape)}")
             diffs[key] = max(diffs[key], float((g.float() - w).abs().max()))
-    result = {"format": fmt, "path": str(out_path), "max_abs_diff_policy": diffs["policy"],
+    result = {"format": fmt, "path": str(out_path), "weights": weights, "max_abs_diff_policy": diffs["policy"],
               "max_abs_diff_value": diffs["value"], "positions": int(x1.shape[0]), "inputs": source}
     if not (diffs["policy"] <= PARITY_TOLERANCE and diffs["value"] <= PARITY_TOLERANCE):  # NaN fails too
         raise ExportError(f"{out_path}: exported {fmt} differs from the PyTorch model on {source}: max |Δ| "

@@ -69,3 +69,60 @@ def test_compare_and_export_commands(tiny_run, tmp_path):
                                   "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert "max |Δ|" in result.output and (tmp_path / "m.onnx").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def averaged_run(sample_dataset, tmp_path_factory):
+    from test_train import tiny_config
+
+    from shogitrain.train.loop import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "ema"
+    return train(tiny_config(sample_dataset, run_dir, "train.steps=8", "swa.mode=ema", "swa.interval=2"),
+                 progress=False)
+
+
+def test_eval_and_export_of_the_averaged_weights(averaged_run, sample_dataset, tmp_path):
+    from shogitrain.export import export_model
+    from shogitrain.features import FEATURE_VERSION
+    from shogitrain.train.checkpoint import load_checkpoint, model_from_checkpoint
+
+    checkpoint = averaged_run / "checkpoint.pt"
+    state = load_checkpoint(checkpoint)
+    assert state["averaged_final"] is True
+    averaged = evaluate_checkpoint(checkpoint, sample_dataset, progress=False, weights="averaged")
+    raw = evaluate_checkpoint(checkpoint, sample_dataset, progress=False)
+    assert averaged["weights"] == "averaged" and raw["weights"] == "raw"
+    # the numbers the training loop logged for the average (BN statistics recomputed) at the end
+    logged = [r for r in read_metrics(averaged_run) if r["split"] == "test_averaged"][-1]
+    for name in ("loss", "policy_accuracy", "value_accuracy"):
+        assert averaged["metrics"][name] == pytest.approx(logged[name], rel=1e-6)
+    assert averaged["metrics"]["loss"] != pytest.approx(raw["metrics"]["loss"], rel=1e-6)
+
+    model = model_from_checkpoint(state, FEATURE_VERSION, "averaged").eval()
+    x1 = (torch.rand(4, 62, 9, 9) < 0.1).float()
+    x2 = (torch.rand(4, 57, 1, 1) < 0.1).float().expand(4, 57, 9, 9).contiguous()
+    result = export_model(checkpoint, "torchscript", tmp_path / "avg.pt", check_inputs=(x1, x2), weights="averaged")
+    assert result["weights"] == "averaged"
+    exported = torch.jit.load(str(tmp_path / "avg.pt"))
+    with torch.no_grad():
+        policy, _ = model(x1, x2)
+        assert (exported(x1, x2)[0] - policy).abs().max() < 1e-4
+    cli = CliRunner().invoke(main, ["export", "--checkpoint", str(checkpoint), "--format", "torchscript",
+                                    "--out", str(tmp_path / "avg2.pt"), "--weights", "averaged"])
+    assert cli.exit_code == 0 and "averaged weights" in cli.output, cli.output
+
+
+def test_averaged_weights_refused_when_missing_or_not_final(tiny_run, averaged_run, sample_dataset, tmp_path):
+    result = CliRunner().invoke(main, ["eval", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--data",
+                                       str(sample_dataset), "--weights", "averaged", "--quiet"])
+    assert result.exit_code == 1 and "no averaged weights" in result.output
+    # a checkpoint saved before the end of the run: the average's BN statistics are not recomputed yet
+    state = torch.load(averaged_run / "checkpoint.pt", weights_only=True)
+    state["averaged_final"] = False
+    mid_run = tmp_path / "mid.pt"
+    save_checkpoint(mid_run, {k: v for k, v in state.items() if k not in ("format", "version")})
+    for command in (["eval", "--data", str(sample_dataset), "--quiet"],
+                    ["export", "--format", "torchscript", "--out", str(tmp_path / "m.pt")]):
+        result = CliRunner().invoke(main, [*command, "--checkpoint", str(mid_run), "--weights", "averaged"])
+        assert result.exit_code == 1 and "not final" in result.output and "mid.pt" in result.output

@@ -39,15 +39,45 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return state
 
 
-def model_from_checkpoint(state: dict, feature_version: int):
-    """Rebuild the model a checkpoint holds; refuse one made for other input features."""
+WEIGHTS = ("raw", "averaged")
+
+
+def model_from_checkpoint(state: dict, feature_version: int, weights: str = "raw"):
+    """Rebuild the model a checkpoint holds; refuse one made for other input features.
+
+    ``weights``: 'raw' — the trained weights; 'averaged' — the SWA/EMA average
+    (``swa.mode``), usable once the run has finished its averaging (BatchNorm statistics of the
+    average are recomputed at the end of the run; a net without BatchNorm can use it at any step).
+    """
+    from torch import nn
+
     from shogitrain.models import build_model
 
+    if weights not in WEIGHTS:
+        raise CheckpointError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
     if state.get("feature_version") != feature_version:
         raise CheckpointError(
             f"checkpoint was trained on feature version {state.get('feature_version')}, "
             f"this shogitrain builds version {feature_version}"
         )
-    model = build_model(**state["model_config"])
-    model.load_state_dict(state["model"])
+    if not isinstance(state.get("model_config"), dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError("checkpoint has no model_config / model state")
+    try:
+        model = build_model(**state["model_config"])
+        model.load_state_dict(state["model"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot rebuild the model ({first_line})") from None
+    if weights == "averaged":
+        averaged = state.get("averaged")
+        if not isinstance(averaged, dict):
+            raise CheckpointError("checkpoint has no averaged weights (train with swa.mode=swa or ema)")
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if has_bn and not state.get("averaged_final"):
+            step = state.get("train_state", {}).get("step")
+            raise CheckpointError(
+                f"the averaged weights at step {step} are not final: their BatchNorm statistics are "
+                "recomputed when the run finishes (use --weights raw, or finish the run)")
+        # AveragedModel's state: the wrapped module's entries under 'module.', plus 'n_averaged'
+        model.load_state_dict({k[len("module."):]: v for k, v in averaged.items() if k.startswith("module.")})
     return model

@@ -182,6 +182,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             model, multi_avg_fn=get_ema_multi_avg_fn(cfg.swa.ema_decay) if cfg.swa.mode == "ema" else None
         )
 
+    averaged_final = False   # the average's BatchNorm statistics match its weights (end of run)
     state = TrainState()
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -220,6 +221,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             "feature_version": FEATURE_VERSION, "model_config": model.config, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "averaged": averaged.state_dict() if averaged is not None else None,
+            "averaged_final": averaged_final,
             "train_state": vars(state) | {"loss_sums": tuple(sums.tolist()), "loss_count": sums_count},
             "rng": {"torch": torch.get_rng_state()},
             "config": config_to_dict(cfg),
@@ -354,6 +356,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
 
             if cfg.swa.update_bn:
                 recompute_bn_statistics(averaged.module, train_data, device, batch_size, cfg.train.seed)
+            averaged_final = True
             if dist_info.is_main:
                 evaluate("test_averaged", eval_model=averaged.module)
                 save()

@@ -364,11 +364,53 @@ def _drop_test_positions_seen_in_train(tmp: Path, splits: dict, shard_rows: int)
     return dropped
 
 
+class _Spool:
+    """A list of JSON-able items kept in a file, not in memory (counts and reason kinds are kept):
+    ``prepare``'s memory must not grow with the number of skipped games."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "w", encoding="utf-8")
+        self.count = 0
+        self.reasons: Counter = Counter()
+
+    def add(self, item: dict) -> None:
+        self.file.write(json.dumps(item, ensure_ascii=False) + "\n")
+        self.count += 1
+        if "reason" in item:
+            self.reasons[_reason_kind(item["reason"])] += 1
+
+    def write_json_list(self, out) -> None:
+        """Write the items as the elements of a JSON list (``indent=1`` style, one level deep)."""
+        self.file.flush()
+        out.write("[")
+        with open(self.path, encoding="utf-8") as items:
+            for i, line in enumerate(items):
+                out.write(("," if i else "") + "\n  " + line.rstrip("\n"))
+        out.write("\n ]" if self.count else "]")
+
+    def close(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _write_report(path: Path, report: dict, lists: dict[str, _Spool]) -> None:
+    """report.json: ``report``'s keys, then each spooled list under its key, streamed."""
+    with open(path, "w", encoding="utf-8") as f:
+        head = json.dumps(report, indent=1, ensure_ascii=False)
+        f.write(head[:-2] if report else "{")      # drop the closing "\n}"
+        for i, (key, spool) in enumerate(lists.items()):
+            f.write(("," if report or i else "") + f"\n {json.dumps(key)}: ")
+            spool.write_json_list(f)
+        f.write("\n}\n")
+
+
 def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, workers: int | None = None,
             test_data=(), game_filter: GameFilter = GameFilter(), dedupe: bool = False,
             dedupe_test: bool = False, shard_rows: int = SHARD_ROWS, overwrite: bool = False,
             progress: bool = True) -> dict:
-    """Run the whole conversion; returns the report dict (also written to OUT/report.json)."""
+    """Run the whole conversion; returns the report (OUT/report.json), except its lists of skipped
+    and flagged games, which can be long: ``skipped_total`` / ``flagged_total`` count them."""
     from tqdm import tqdm
 
     if not inputs and not test_data:
@@ -395,11 +437,15 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         raise PrepareError(f"{out}: cannot write output ({e.strerror})") from None
 
     workers = workers or os.cpu_count() or 1
+    spools: list[_Spool] = []
     try:
         writers = {name: ShardWriter(tmp, name, shard_rows) for name in ("train", "test")}
         split_games = Counter()
         seen: set[bytes] = set()
-        skipped, flagged, sources = [], [], []
+        skipped = _Spool(tmp / ".skipped.jsonl")
+        flagged = _Spool(tmp / ".flagged.jsonl")
+        spools += [skipped, flagged]
+        sources = []
         games_read = 0
         forced_split = {str(p): s for p, s in all_files}
         sink = _RowSink(writers)
@@ -411,13 +457,15 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
                 bar.update(1)
                 sources.append({"path": fr.path, "sha256": fr.sha256})
                 games_read += fr.games_read
-                skipped.extend(fr.skipped)
-                flagged.extend(fr.flagged)
+                for item in fr.skipped:
+                    skipped.add(item)
+                for item in fr.flagged:
+                    flagged.add(item)
                 forced = forced_split[fr.path]
                 for g in fr.games:
                     if dedupe:
                         if g.key in seen:
-                            skipped.append({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
+                            skipped.add({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
                             continue
                         seen.add(g.key)
                     split = forced or split_of(g.key, seed, test_fraction)
@@ -436,7 +484,7 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         total_positions = sum(s["positions"] for s in splits.values())
         if total_positions == 0:
             raise PrepareError(
-                f"nothing survived the filters ({games_read} games read, {len(skipped)} skipped; "
+                f"nothing survived the filters ({games_read} games read, {skipped.count} skipped; "
                 "see the reasons with --report or relax --min-moves / --min-rating / --no-require-eval)"
             )
         dropped_test = 0
@@ -454,18 +502,19 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             "sources": sources,
             "shogitrain_version": __version__,
         }
-        reasons = Counter(_reason_kind(s["reason"]) for s in skipped)
         report = {
             "games_read": games_read,
             "games_kept": sum(split_games.values()),
             "positions": total_positions - dropped_test,
             "test_positions_dropped_as_seen_in_train": dropped_test,
-            "skipped_by_reason": dict(sorted(reasons.items())),
-            "skipped": skipped,
-            "flagged": flagged,
+            "skipped_by_reason": dict(sorted(skipped.reasons.items())),
+            "skipped_total": skipped.count,
+            "flagged_total": flagged.count,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
-        (tmp / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+        _write_report(tmp / "report.json", report, {"skipped": skipped, "flagged": flagged})
+        for spool in spools:
+            spool.close()
         if out.exists():
             old = parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
@@ -474,6 +523,8 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         else:
             tmp.rename(out)
     finally:
+        for spool in spools:
+            spool.file.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return report
@@ -490,6 +541,6 @@ def summarize(report: dict, out) -> str:
     ]
     for reason, n in report["skipped_by_reason"].items():
         lines.append(f"  skipped {n:6d}  {reason}")
-    if report["flagged"]:
-        lines.append(f"  {len(report['flagged'])} games flagged (kept up to the problem; see report.json)")
+    if report["flagged_total"]:
+        lines.append(f"  {report['flagged_total']} games flagged (kept up to the problem; see report.json)")
     return "\n".join(lines)

@@ -56,15 +56,18 @@ def mixed_dir(tmp_path) -> Path:
 def test_mixed_directory_keeps_every_good_game(mixed_dir, tmp_path):
     out = tmp_path / "ds"
     report = prepare([mixed_dir], out, test_fraction=0.0, workers=1, game_filter=LOOSE, progress=False)
-    assert json.loads((out / "report.json").read_text()) == report
-    skipped = {Path(s["file"]).name: s for s in report["skipped"]}
+    written = json.loads((out / "report.json").read_text())
+    assert {k: v for k, v in written.items() if k not in ("skipped", "flagged")} == report
+    assert len(written["skipped"]) == report["skipped_total"] == sum(report["skipped_by_reason"].values())
+    assert len(written["flagged"]) == report["flagged_total"] > 0
+    skipped = {Path(s["file"]).name: s for s in written["skipped"]}
     for name in ("garbage.csa", "empty.csa", "huge-line.csa", "unknown-piece.csa", "truncated.csa"):
         assert name in skipped, name
         assert skipped[name]["reason"]
     sources = {Path(g["source"]).name for g in load_games(out)}
     # the five self-play games, the Shift_JIS copy and the game cut before its illegal move survive
     assert {f.name for f in SELFPLAY[:5]} | {"sjis.csa", "illegal-move.csa"} <= sources
-    flagged = [f for f in report["flagged"] if Path(f["file"]).name == "illegal-move.csa"]
+    flagged = [f for f in written["flagged"] if Path(f["file"]).name == "illegal-move.csa"]
     assert flagged and flagged[0]["line"] is not None
     illegal = next(g for g in load_games(out) if Path(g["source"]).name == "illegal-move.csa")
     assert illegal["positions"] == 60  # kept up to the move before the illegal one
@@ -141,7 +144,7 @@ def test_filters_are_recorded_and_applied(tmp_path):
     manifest = load_manifest(out)
     assert manifest["filters"]["min_rating"] == 3500
     assert all(g["min_rating"] >= 3500 for g in load_games(out))
-    assert any("rated below" in s["reason"] for s in report["skipped"])
+    assert any("rated below" in s["reason"] for s in json.loads((out / "report.json").read_text())["skipped"])
 
 
 def test_user_errors_are_one_line_and_leave_nothing_behind(tmp_path):
@@ -192,3 +195,19 @@ def test_version_and_help():
     for command in ("prepare", "inspect", "train", "eval", "compare", "export"):
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_report_lists_are_streamed_from_disk_as_valid_json(tmp_path, n):
+    from shogitrain.prepare import _Spool, _write_report
+
+    skipped, flagged = _Spool(tmp_path / "s.jsonl"), _Spool(tmp_path / "f.jsonl")
+    items = [{"file": f"g{i}.csa", "line": i, "reason": f"fewer than 50 moves: {i} — 対局"} for i in range(n)]
+    for item in items:
+        skipped.add(item)
+    for head in ({"games_read": 7, "skipped_by_reason": {"x": 1}}, {}):
+        _write_report(tmp_path / "report.json", head, {"skipped": skipped, "flagged": flagged})
+        assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8")) == dict(head, skipped=items, flagged=[])
+    assert skipped.count == n and skipped.reasons == ({"fewer than 50 moves": n} if n else {})
+    skipped.close()
+    assert not (tmp_path / "s.jsonl").exists()

@@ -254,6 +254,7 @@ def _attacks(bb: torch.Tensor, occ: torch.Tensor, planes: torch.Tensor, out_slot
     hray = (_file_shift(fill, 1) & MASK9).view(2, 6, 9, n)
     hray_e = hray[0]
     hray_w = hray[1].flip(1)                           # back to normal file order
+
     # ---- per-type attack planes ----
     diag = hray_e[0:2] | hray_w[0:2] | hray_e[4:6] | hray_w[4:6]      # [2, 9, N] KA UM
     orth = hray_e[2:4] | hray_w[2:4] | ray_up[0:2] | ray_down         # [2, 9, N] RY HI
@@ -302,11 +303,11 @@ def _encode_chunk(board, hand, turn, k: _Consts, x1: torch.Tensor, small: torch.
     planes = torch.empty(31, 9, 2 * n, dtype=torch.int16, device=device)
     _attacks(own, occ, planes, k.out_slots)
 
+    # Frame pairs as int32: the low half is the side to move's frame, the high half the opponent's.
+    pairs = planes.view(torch.int32)
     # side to move in check: a piece of the opponent (the own color of the second frame) other
     # than its king attacks the king (cshogi counts checkers without the king): where the
     # opponent king attacks the square, a second attacker is needed.
-    # Frame pairs as int32: the low half is the side to move's frame, the high half the opponent's.
-    pairs = planes.view(torch.int32)
     king_att = pairs[14 + 7]
     checked = (pairs[28] & ~king_att) | (pairs[29] & king_att)
     torch.any((checked & king) != 0, 0, out=small[:, 56])

@@ -42,6 +42,31 @@ def test_tiny_training_run_on_cuda(sample_dataset, tmp_path, amp):
     assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
 
 
+def test_compiled_training_run_on_cuda(sample_dataset, tmp_path):
+    from test_train import tiny_config
+
+    from shogitrain.train.loop import train
+
+    cfg = tiny_config(sample_dataset, tmp_path / "run", "train.device=cuda", "amp=bf16", "train.steps=6",
+                      "train.compile=true", "train.channels_last=true")
+    rows = read_metrics(train(cfg, progress=False))
+    assert rows[-1]["step"] == 6
+    assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train")
+
+
+def test_chunked_features_on_cuda_match_cpu():
+    """CUDA encodes a batch as one chunk; CPU in CHUNK-sized chunks: the same bits."""
+    from test_features import _sample_rows
+
+    from shogitrain.features import encode_rows
+
+    rows = _sample_rows()
+    for dtype in (torch.float32, torch.bfloat16, torch.uint8):
+        x1, x2, lab = encode_rows(rows, dtype=dtype)
+        y1, y2, lab2 = encode_rows(rows, device="cuda", dtype=dtype)
+        assert torch.equal(y1.cpu(), x1) and torch.equal(y2.cpu(), x2) and torch.equal(lab2.cpu(), lab)
+
+
 def test_eval_on_cuda_matches_cpu(sample_dataset, tmp_path):
     from test_train import tiny_config
 

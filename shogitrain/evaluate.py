@@ -285,14 +285,10 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", batch_size: in
     from shogitrain.device import pick_device
     from shogitrain.features import FEATURE_VERSION
     from shogitrain.shards.reader import ShardDataset, manifest_hash
-    from shogitrain.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from shogitrain.train.checkpoint import load_model_checkpoint
     from shogitrain.train.data import game_min_ratings
 
-    state = load_checkpoint(checkpoint)
-    try:
-        model = model_from_checkpoint(state, FEATURE_VERSION, weights)
-    except CheckpointError as e:
-        raise CheckpointError(f"{checkpoint}: {e}") from None
+    state, model = load_model_checkpoint(checkpoint, FEATURE_VERSION, weights)
     dev = pick_device(device)
     model.to(dev)
     dataset = ShardDataset(data, split)

@@ -64,15 +64,12 @@ def _feature_version() -> int:
 def load_model(checkpoint_path, weights: str = "raw") -> nn.Module:
     """The checkpoint's model (``weights``: 'raw' or the SWA/EMA 'averaged' ones; eval mode, not
     fused); ExportError for anything unusable."""
-    from shogitrain.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from shogitrain.train.checkpoint import CheckpointError, load_model_checkpoint
 
-    try:
-        state = load_checkpoint(checkpoint_path)  # torch.load(weights_only=True) + format/version checks
-        model = model_from_checkpoint(state, _feature_version(), weights)
+    try:  # torch.load(weights_only=True), format/version and feature-version checks
+        _, model = load_model_checkpoint(checkpoint_path, _feature_version(), weights)
     except CheckpointError as e:
-        message = str(e)
-        raise ExportError(message if message.startswith(str(checkpoint_path))
-                          else f"{checkpoint_path}: {message}") from None
+        raise ExportError(str(e)) from None
     return model.float().eval()
 
 

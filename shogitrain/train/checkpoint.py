@@ -81,3 +81,12 @@ def model_from_checkpoint(state: dict, feature_version: int, weights: str = "raw
         # AveragedModel's state: the wrapped module's entries under 'module.', plus 'n_averaged'
         model.load_state_dict({k[len("module."):]: v for k, v in averaged.items() if k.startswith("module.")})
     return model
+
+
+def load_model_checkpoint(path, feature_version: int, weights: str = "raw"):
+    """-> (checkpoint state, its model rebuilt with ``weights``); errors name the file."""
+    state = load_checkpoint(path)
+    try:
+        return state, model_from_checkpoint(state, feature_version, weights)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None

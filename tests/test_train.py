@@ -179,3 +179,16 @@ def test_gradinit_auto_variant_follows_the_optimizer(sample_dataset, tmp_path, m
     run_gradinit(build_model("bn", blocks=1, channels=8, fc_units=8), cfg, ShardDataset(sample_dataset), None,
                  torch.device("cpu"))
     assert seen["variant"] == expected
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_run_equals_eager_on_cpu(sample_dataset, tmp_path):
+    """train.compile (inductor on CPU) and train.channels_last give the eager run's losses."""
+    eager = read_metrics(train(tiny_config(sample_dataset, tmp_path / "eager", "train.steps=4"), progress=False))
+    compiled = read_metrics(train(tiny_config(sample_dataset, tmp_path / "compiled", "train.steps=4",
+                                              "train.compile=true", "train.channels_last=true"), progress=False))
+    train_rows = [(r["step"], r["loss"]) for r in eager if r["split"] == "train"]
+    assert train_rows and train_rows[-1][0] == 4
+    assert [s for s, _ in train_rows] == [r["step"] for r in compiled if r["split"] == "train"]
+    for (_, want), got in zip(train_rows, (r["loss"] for r in compiled if r["split"] == "train")):
+        assert got == pytest.approx(want, rel=1e-4)

@@ -155,9 +155,13 @@ def _ddp_worker(rank, world_size, port, dataset, run_dir):
 def test_ddp_two_ranks_match_one_process(sample_dataset, tmp_path):
     import torch.multiprocessing as mp
 
-    torch.set_num_threads(1)
-    single = train(tiny_config(sample_dataset, tmp_path / "single", "train.steps=4", "model.arch=nf",
-                               "train.batch_size=32"), progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # as each rank: the same reduction order
+    try:
+        single = train(tiny_config(sample_dataset, tmp_path / "single", "train.steps=4", "model.arch=nf",
+                                   "train.batch_size=32"), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(sample_dataset), str(tmp_path / "ddp")), nprocs=2, join=True)
     a = load_checkpoint(single / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"]

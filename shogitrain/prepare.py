@@ -1,6 +1,7 @@
 """`shogitrain prepare`: game records → filtered, split, compact position shards.
 
-Files are read and converted in worker processes (one task per file); the main process assigns
+Files are read and converted in worker processes (tasks of about 1 MB of files; a CSA file larger
+than ``PIECE_BYTES`` is cut into pieces at its game separators); the main process assigns
 game ids, deduplicates, writes shards as they fill and a per-game table, and streams, so peak memory
 does not grow with the input. The split is decided per game from a seeded hash of the game itself,
 so it is deterministic and independent of the order of processing. Everything is written into a
@@ -69,6 +70,8 @@ def _games_line(game_id: int, split: str, row_start: int, g: GameResult) -> str:
 class FileResult:
     path: str
     sha256: str
+    piece: int = 0      # a large CSA file is read in pieces (see _Piece): this one's index, of ``pieces``
+    pieces: int = 1
     games_read: int = 0
     games: list[GameResult] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
@@ -108,47 +111,159 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_games(path: Path, raw: bytes | None) -> list:
-    """read_records(path). A CSA file is read from ``raw`` (its bytes, already read for the checksum) and
-    keeps the replayed positions, so that its rows need no second replay."""
-    from shogitrain.records import read_records
+# A CSA file larger than this is read in pieces of about this size, cut after game separator lines
+# ("/"), so that neither a worker nor the main process holds a whole multi-game archive.
+PIECE_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Bytes ``start:end`` of a large multi-game CSA file, whose first line is line ``first_line + 1``."""
+    path: Path
+    start: int
+    end: int
+    first_line: int
+    index: int
+    count: int
+    sha256: str          # of the whole file
+    utf8: bool           # the whole file is UTF-8 (else each piece's encoding is detected on its own)
+
+
+def _csa_pieces(path: Path, piece_bytes: int) -> list[_Piece]:
+    """Cut ``path`` after separator lines into pieces of at least ``piece_bytes`` (the last: the rest),
+    reading it once, line by line."""
+    import codecs
+
+    digest = hashlib.sha256()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    is_utf8 = True
+    cuts = [(0, 0)]                       # (byte offset, lines before it)
+    offset = lines = 0
+    with open(path, "rb") as f:
+        for raw_line in f:
+            digest.update(raw_line)
+            if is_utf8:
+                try:
+                    utf8.decode(raw_line)
+                except UnicodeDecodeError:
+                    is_utf8 = False
+            offset += len(raw_line)
+            lines += 1
+            if raw_line.startswith(b"/") and offset - cuts[-1][0] >= piece_bytes:
+                cuts.append((offset, lines))
+    if is_utf8:
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            is_utf8 = False
+    if len(cuts) > 1 and cuts[-1][0] == offset:   # the file ends with a cut
+        cuts.pop()
+    ends = [start for start, _ in cuts[1:]] + [offset]
+    return [_Piece(path, start, end, first, i, len(cuts), digest.hexdigest(), is_utf8)
+            for i, ((start, first), end) in enumerate(zip(cuts, ends))]
+
+
+def _read_piece(piece: _Piece) -> tuple[list, list]:
+    """(games, dropped RecordErrors) of one piece, with line numbers of the whole file."""
+    from shogitrain.records import RecordError
     from shogitrain.records.csa import decode_record_bytes, read_csa_text
 
+    p = os.fspath(piece.path)
+    with open(piece.path, "rb") as f:
+        f.seek(piece.start)
+        raw = f.read(piece.end - piece.start)
+    dropped: list = []
+    if not raw.strip(b"/\r\n\t "):                # only separators: nothing to read
+        return [], dropped
+    try:
+        if piece.utf8:
+            text, problems = raw.decode("utf-8-sig" if piece.index == 0 else "utf-8"), []
+        else:
+            text, problems = decode_record_bytes(raw, p)
+        games = read_csa_text(text, p, problems, skipped=dropped, positions=True)
+    except RecordError as e:
+        games, dropped = [], [e]
+    shift = piece.first_line
+    for g in games:
+        g.line = None if g.line is None else g.line + shift
+        g.problems = [(None if line is None else line + shift, why) for line, why in g.problems]
+    return games, [RecordError(p, None if e.line is None else e.line + shift, e.reason) for e in dropped]
+
+
+def _items(files: list[Path], piece_bytes: int | None = None) -> list:
+    """The work items: a path per file, or the pieces of a CSA file larger than ``piece_bytes``."""
+    piece_bytes = piece_bytes or PIECE_BYTES
+    items: list = []
+    for path in files:
+        if path.suffix.lower() == ".csa" and path.is_file() and path.stat().st_size > piece_bytes:
+            items.extend(_csa_pieces(path, piece_bytes))
+        else:
+            items.append(path)
+    return items
+
+
+def _item_size(item) -> int:
+    return item.end - item.start if isinstance(item, _Piece) else item.stat().st_size
+
+
+def _read_games(path: Path, raw: bytes | None) -> tuple[list, list]:
+    """(games, RecordErrors of the games dropped from a multi-game file) of ``path``. A CSA file is
+    read from ``raw`` (its bytes, already read for the checksum) and keeps the replayed positions,
+    so that its rows need no second replay."""
+    from shogitrain.records import read_records
+    from shogitrain.records.csa import decode_record_bytes, read_csa_text
+    from shogitrain.records.sfen import read_sfen_lines
+
+    dropped: list = []
     if raw is not None:  # what read_records → read_csa would do, without reading the file again
         p = os.fspath(path)
         text, problems = decode_record_bytes(raw, p)
-        return read_csa_text(text, p, problems, positions=True)
-    return read_records(path)
+        return read_csa_text(text, p, problems, skipped=dropped, positions=True), dropped
+    if path.suffix.lower() in (".sfen", ".usi"):
+        return read_sfen_lines(path, skipped=dropped), dropped
+    return read_records(path), dropped
 
 
-def _read_file(path: Path, game_filter: GameFilter, items: list) -> FileResult:
-    """Read one record file. The kept games' GameResults have rows=None, their (game, positions, id, draw)
-    are appended to ``items`` for games_rows, in the same order."""
+def _read_file(item, game_filter: GameFilter, items: list) -> FileResult:
+    """Read one record file, or one piece of a large CSA file (see _Piece). The kept games'
+    GameResults have rows=None, their (game, positions, id, draw) are appended to ``items`` for
+    games_rows, in the same order."""
     from shogitrain.records import RecordError, read_hcpe, rows_from_hcpe
 
-    p = os.fspath(path)
-    raw = None
-    if os.path.splitext(p)[1].lower() == ".csa" and os.path.isfile(p):
-        with open(p, "rb") as f:
-            raw = f.read()
-        digest = hashlib.sha256(raw).hexdigest()
+    if isinstance(item, _Piece):
+        path = item.path
+        result = FileResult(path=str(path), sha256=item.sha256, piece=item.index, pieces=item.count)
     else:
-        digest = _sha256(path)
-    result = FileResult(path=str(path), sha256=digest)
+        path = item
+        p = os.fspath(path)
+        raw = None
+        if os.path.splitext(p)[1].lower() == ".csa" and os.path.isfile(p):
+            with open(p, "rb") as f:
+                raw = f.read()
+            digest = hashlib.sha256(raw).hexdigest()
+        else:
+            digest = _sha256(path)
+        result = FileResult(path=str(path), sha256=digest)
     try:
-        if path.suffix.lower() == ".hcpe":
+        if isinstance(item, _Piece):
+            games, dropped = _read_piece(item)
+        elif path.suffix.lower() == ".hcpe":
             rows = rows_from_hcpe(read_hcpe(path))
             result.games_read = 1
             meta = {"source": str(path), "line": None, "format": "hcpe", "endgame": None, "winner": None}
             result.games.append(GameResult(meta, rows, hashlib.blake2b(path.read_bytes(), digest_size=16).digest()))
             return result
-        games = _read_games(path, raw)
+        else:
+            games, dropped = _read_games(path, raw)
     except RecordError as e:
         result.skipped.append({"file": str(path), "line": e.line, "reason": e.reason})
         return result
     except Exception as e:  # a reader bug must not stop the run: report it like bad input
         result.skipped.append({"file": str(path), "line": None, "reason": f"unreadable: {type(e).__name__}: {e}"})
         return result
+    for e in dropped:
+        result.games_read += 1
+        result.skipped.append({"file": str(path), "line": e.line, "reason": e.reason})
     has_evals = path.suffix.lower() in EVAL_FORMATS
     for game in games:
         result.games_read += 1
@@ -268,12 +383,13 @@ class _RowSink:
         self.ids, self.counts = [], []
 
 
-def _chunks(files: list[Path], target_bytes: int = 1 << 20, sizes: list[int] | None = None):
-    """Consecutive files grouped into tasks of about ``target_bytes`` of input (amortises IPC)."""
+def _chunks(files: list, target_bytes: int = 1 << 20, sizes: list[int] | None = None):
+    """Consecutive work items (paths, pieces) grouped into tasks of about ``target_bytes`` of input
+    (amortises IPC)."""
     chunk, size = [], 0
     for i, path in enumerate(files):
         chunk.append(path)
-        size += path.stat().st_size if sizes is None else sizes[i]
+        size += _item_size(path) if sizes is None else sizes[i]
         if size >= target_bytes:
             yield chunk
             chunk, size = [], 0
@@ -298,7 +414,7 @@ def _results(files: list[Path], game_filter: GameFilter, workers: int):
     try:
         # Tasks of 1 MB of input, smaller for small inputs (at least ~8 per worker, so that the workers
         # finish together).
-        sizes = [p.stat().st_size for p in files]
+        sizes = [_item_size(p) for p in files]
         target = max(1 << 16, min(1 << 20, sum(sizes) // (8 * workers)))
         tasks = _chunks(files, target, sizes)
         helpers = workers - 1
@@ -453,9 +569,11 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         with open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, tqdm(
             total=len(all_files), unit="file", disable=not progress, desc="prepare", dynamic_ncols=True
         ) as bar:
-            for fr in _results([p for p, _ in all_files], game_filter, workers):
-                bar.update(1)
-                sources.append({"path": fr.path, "sha256": fr.sha256})
+            for fr in _results(_items([p for p, _ in all_files]), game_filter, workers):
+                if fr.piece == fr.pieces - 1:
+                    bar.update(1)
+                if fr.piece == 0:
+                    sources.append({"path": fr.path, "sha256": fr.sha256})
                 games_read += fr.games_read
                 for item in fr.skipped:
                     skipped.add(item)

@@ -211,3 +211,51 @@ def test_report_lists_are_streamed_from_disk_as_valid_json(tmp_path, n):
     assert skipped.count == n and skipped.reasons == ({"fewer than 50 moves": n} if n else {})
     skipped.close()
     assert not (tmp_path / "s.jsonl").exists()
+
+
+def _archive(path: Path, texts: list[str], encoding: str = "utf-8") -> Path:
+    """A multi-game CSA file: the games separated by '/' lines."""
+    path.write_text("/\n".join(t if t.endswith("\n") else t + "\n" for t in texts), encoding=encoding)
+    return path
+
+
+@pytest.mark.parametrize("workers, encoding", [(1, "utf-8"), (2, "utf-8"), (2, "cp932")])
+def test_large_multi_game_file_is_read_in_pieces_with_the_same_result(tmp_path, monkeypatch, workers, encoding):
+    import shogitrain.prepare as prep
+
+    texts = [p.read_text().replace("PI\n", "'対局 (Shift_JIS in a comment)\nPI\n", 1) for p in SELFPLAY[:30]]
+    texts[7] = texts[7].replace("+7776FU", "+7777FU", 1)          # an illegal first move: game dropped
+    texts.insert(12, "this is not a game\n")                      # garbage between two games
+    (tmp_path / "in").mkdir()
+    archive = _archive(tmp_path / "in" / "archive.csa", texts, encoding)
+    whole = prepare([archive], tmp_path / "whole", workers=workers, game_filter=LOOSE, progress=False)
+    monkeypatch.setattr(prep, "PIECE_BYTES", 20_000)              # a few games a piece
+    assert len(prep._items([archive])) > 5
+    assert all(piece.utf8 == (encoding == "utf-8") for piece in prep._items([archive]))
+    pieces = prepare([archive], tmp_path / "pieces", workers=workers, game_filter=LOOSE, progress=False)
+    assert pieces == whole
+    assert tree_digest(tmp_path / "pieces") == tree_digest(tmp_path / "whole")
+    written = json.loads((tmp_path / "pieces" / "report.json").read_text())
+    assert load_manifest(tmp_path / "pieces")["sources"] == [
+        {"path": str(archive), "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}]
+    # problems inside the file are reported with their lines in the whole file: the garbage
+    # between two games is dropped (and counted as read), the illegal move flagged
+    lines = archive.read_text(encoding=encoding).splitlines()
+    garbage = [s for s in written["skipped"] if s["reason"] == "no start position"]
+    assert len(garbage) == 1 and lines[garbage[0]["line"] - 1] == "this is not a game"
+    illegal = [f for f in written["flagged"] if "illegal" in f["reason"]]
+    assert len(illegal) == 1 and lines[illegal[0]["line"] - 1].startswith("+7777FU")
+    assert whole["games_read"] == 31
+
+
+def test_pieces_cut_after_separators_and_cover_the_file(tmp_path):
+    import shogitrain.prepare as prep
+
+    archive = _archive(tmp_path / "a.csa", [p.read_text() for p in SELFPLAY[:10]])
+    data = archive.read_bytes()
+    pieces = prep._csa_pieces(archive, 5000)
+    assert pieces[0].start == 0 and pieces[-1].end == len(data) and len(pieces) > 2
+    for a, b in zip(pieces, pieces[1:]):
+        assert a.end == b.start and data[:a.end].endswith(b"/\n")
+        assert b.first_line == data[:b.start].count(b"\n")
+    assert {p.count for p in pieces} == {len(pieces)} and all(p.utf8 for p in pieces)

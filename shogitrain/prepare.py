@@ -457,27 +457,61 @@ def _position_hashes(rows: np.ndarray) -> np.ndarray:
     return h
 
 
+# --dedupe-test holds at most this many train position hashes at once (8 bytes each); more train
+# positions are compared in that many hash partitions, one pass over the train shards each.
+DEDUPE_HASHES = 1 << 25
+
+
 def _drop_test_positions_seen_in_train(tmp: Path, splits: dict, shard_rows: int) -> int:
-    """Rewrite the test shards without positions that also occur in train; returns the count dropped."""
-    train_hashes = np.unique(np.concatenate(
-        [_position_hashes(np.load(tmp / s["file"], mmap_mode="r")) for s in splits["train"]["shards"]]
-        or [np.zeros(0, np.uint64)]
-    ))
+    """Rewrite the test shards without positions that also occur in train, and the test games'
+    ``row_start`` / ``positions`` in games.jsonl to match; returns the count dropped."""
     old = splits["test"]["shards"]
+    keep = {s["file"]: np.ones(s["rows"], bool) for s in old}
+    parts = max(1, -(-splits["train"]["positions"] // DEDUPE_HASHES))
+    for part in range(parts):
+        def in_part(h):
+            return h % np.uint64(parts) == part
+
+        train = [h[in_part(h)] for s in splits["train"]["shards"]
+                 for h in [_position_hashes(np.load(tmp / s["file"], mmap_mode="r"))]]
+        train_hashes = np.unique(np.concatenate(train or [np.zeros(0, np.uint64)]))
+        del train
+        for s in old:
+            h = _position_hashes(np.load(tmp / s["file"], mmap_mode="r"))
+            mine = in_part(h)
+            keep[s["file"]][mine] &= ~np.isin(h[mine], train_hashes)
     writer = ShardWriter(tmp, "test.dedup", shard_rows)
     dropped = 0
+    kept_per_game: Counter = Counter()
     for s in old:
-        rows = np.load(tmp / s["file"])
-        keep = ~np.isin(_position_hashes(rows), train_hashes)
-        dropped += int((~keep).sum())
-        writer.add(rows[keep])
+        rows = np.load(tmp / s["file"])[keep[s["file"]]]
+        dropped += s["rows"] - len(rows)
+        ids, counts = np.unique(rows["game"], return_counts=True)
+        kept_per_game.update(dict(zip(ids.tolist(), counts.tolist())))
+        writer.add(rows)
     new = writer.close()
     shutil.rmtree(tmp / "test")
     if (tmp / "test.dedup").exists():
         (tmp / "test.dedup").rename(tmp / "test")
     splits["test"]["shards"] = [{"file": s["file"].replace("test.dedup/", "test/"), "rows": s["rows"]} for s in new]
     splits["test"]["positions"] -= dropped
+    _renumber_test_games(tmp / "games.jsonl", kept_per_game)
     return dropped
+
+
+def _renumber_test_games(path: Path, kept_per_game: Counter) -> None:
+    """games.jsonl with each test game's ``positions`` = its rows left and ``row_start`` following."""
+    start = 0
+    tmp = path.with_name(path.name + ".tmp")
+    with open(path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as out:
+        for line in src:
+            game = json.loads(line)
+            if game["split"] == "test":
+                game["row_start"], game["positions"] = start, kept_per_game[game["id"]]
+                start += game["positions"]
+                line = json.dumps(game, ensure_ascii=False) + "\n"
+            out.write(line)
+    os.replace(tmp, path)
 
 
 class _Spool:

@@ -259,3 +259,31 @@ def test_pieces_cut_after_separators_and_cover_the_file(tmp_path):
         assert a.end == b.start and data[:a.end].endswith(b"/\n")
         assert b.first_line == data[:b.start].count(b"\n")
     assert {p.count for p in pieces} == {len(pieces)} and all(p.utf8 for p in pieces)
+
+
+def test_dedupe_test_in_hash_partitions_keeps_games_jsonl_in_step(tmp_path, monkeypatch):
+    import numpy as np
+
+    import shogitrain.prepare as prep
+
+    inputs, held_out = SELFPLAY[3:40], SELFPLAY[:3] + FLOODGATE  # openings shared: some test positions seen
+    one = prepare(inputs, tmp_path / "one", test_data=held_out, dedupe_test=True, workers=1, progress=False)
+    monkeypatch.setattr(prep, "DEDUPE_HASHES", 500)               # many partitions
+    many = prepare(inputs, tmp_path / "many", test_data=held_out, dedupe_test=True, workers=1, progress=False)
+    assert many == one and tree_digest(tmp_path / "many") == tree_digest(tmp_path / "one")
+    total = load_manifest(tmp_path / "one")["splits"]["test"]["positions"]
+    assert 0 < one["test_positions_dropped_as_seen_in_train"] < total + one["test_positions_dropped_as_seen_in_train"]
+    # every test game's rows are where games.jsonl says, and nothing of them is in train
+    out = tmp_path / "many"
+    manifest = load_manifest(out)
+    rows = {split: np.concatenate([np.load(out / s["file"]) for s in manifest["splits"][split]["shards"]])
+            for split in ("train", "test")}
+    test_games = [g for g in load_games(out) if g["split"] == "test"]
+    start = 0
+    for g in test_games:
+        assert g["row_start"] == start
+        assert (rows["test"]["game"][start:start + g["positions"]] == g["id"]).all()
+        start += g["positions"]
+    assert start == len(rows["test"]) == total
+    key = lambda r: r.tobytes()[:96]  # noqa: E731  (board, hands, side to move)
+    assert not {key(r) for r in rows["test"]} & {key(r) for r in rows["train"]}

@@ -489,10 +489,10 @@ def test_two_replicas_keep_bit_identical_state():
         assert torch.equal(p, q)
 
 
-def _gloo_worker(rank, world, port, out):
+def _gloo_worker(rank, world, rendezvous, out):
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     torch.set_num_threads(1)
     x, y = _regression_data()
     model = _mlp()
@@ -513,14 +513,10 @@ def _gloo_worker(rank, world, port, out):
 
 @pytest.mark.slow
 def test_two_process_gloo_ddp_keeps_replicas_identical(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_gloo_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    # a file rendezvous: no free port to pick (and lose to another process) first
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for p, q in zip(r0["params"], r1["params"]):

@@ -282,7 +282,7 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", batch_size: in
     """`shogitrain eval`: load a checkpoint, score it on a prepared split; returns a JSON-able dict.
 
     ``weights``: 'raw' (the trained weights) or 'averaged' (the run's SWA/EMA average)."""
-    from shogitrain.device import pick_device
+    from shogitrain.device import pick_device, retain_freed_memory
     from shogitrain.features import FEATURE_VERSION
     from shogitrain.shards.reader import ShardDataset, manifest_hash
     from shogitrain.train.checkpoint import load_model_checkpoint
@@ -290,6 +290,8 @@ def evaluate_checkpoint(checkpoint, data, *, split: str = "test", batch_size: in
 
     state, model = load_model_checkpoint(checkpoint, FEATURE_VERSION, weights)
     dev = pick_device(device)
+    if dev.type == "cpu":
+        retain_freed_memory()
     model.to(dev)
     dataset = ShardDataset(data, split)
     overall, strata = evaluate_dataset(model, dataset, dev, batch_size=batch_size, amp=amp,

@@ -124,6 +124,38 @@ for _k, _n in enumerate(HAND_PLANES):
         _HAND_THR.append(_j)
 
 
+# Slider fills: guard files before file 0 (a shift by up to 4 files is a view), and for each
+# (side, group, piece, file) the row of ``own.view(14 * 11, N)`` (or of the guarded empty-square
+# words) that it starts from: the slider slot at that file, read in reverse on side 1; guards read
+# file 0 (always empty). The skew turns group 0 / group 2 diagonals into lines across files: a
+# word moves up f / 8 - f ranks. A skewed word needs 17 bits, but the square that lands on bit 16
+# (file 8 rank i for group 0, file 0 rank i for group 2) is neither reached nor passed by a ray
+# of its group, so int16 may drop it.
+_RAY_GUARD = 4
+
+
+def _ray_tables():
+    files = range(-_RAY_GUARD, 9)
+    slots = ((S_KA, S_UM), (S_RY, S_HI), (S_KA, S_UM))
+    rows, empty_rows = [], []
+    for side in (0, 1):
+        for group in slots:
+            for slot in group:
+                for f in files:
+                    rows.append(slot * 11 + (0 if f < 0 else (8 - f if side else f) + 1))
+        for f in files:
+            empty_rows.append(0 if f < 0 else (8 - f if side else f) + 1)
+    skew = np.array([[0 if f < 0 else s for f in files] for s in (0, 0, 0)], np.int16)
+    for j, f in enumerate(files):
+        if f >= 0:
+            skew[0, j], skew[2, j] = f, 8 - f
+    return (np.array(rows, np.int64), np.array(empty_rows, np.int64),
+            skew.reshape(1, 3, 1, len(files), 1))
+
+
+_RAY_ROWS, _RAY_EMPTY_ROWS, _RAY_SKEW = _ray_tables()
+
+
 class _Consts:
     """Per-(device, dtype) constant tensors, built once."""
 
@@ -153,10 +185,17 @@ class _Consts:
         self.hand_col = torch.tensor(_HAND_COL, device=device)
         self.hand_thr = torch.tensor(_HAND_THR, dtype=torch.uint8, device=device)
         self.labels = torch.from_numpy(_LABELS).to(device)
+        self.ray_rows = torch.from_numpy(_RAY_ROWS).to(device)
+        self.ray_empty_rows = torch.from_numpy(_RAY_EMPTY_ROWS).to(device)
+        self.ray_skew = torch.from_numpy(_RAY_SKEW).to(device)
+        # int16 ``>>`` is arithmetic: unskewing a word with bit 15 set by 8 also sets bit 8,
+        # which at those files is the unreachable square of the group: cleared
+        skew = self.ray_skew[:, :, :, _RAY_GUARD:]
+        self.ray_mask = torch.where(skew == 8, 0xFF, MASK9).to(torch.int16)
 
 
 def _bitboards(board: torch.Tensor, turn: torch.Tensor, k: _Consts):
-    """board [B, 81] uint8, turn [B] -> (own [14, 11, 2B] int16, occ [9, 2B] int16, king [9, B] int32).
+    """board [B, 81] uint8, turn [B] -> (own [14, 11, 2B] int16, empty [11, 2B] int16, king [9, B] int32).
 
     Layout ``[slot, file, frame]``. Frames interleave: 2n = position n seen by the side to move
     (rotated 180° when White moves), 2n + 1 = the same seen by the opponent (the first frame
@@ -174,10 +213,10 @@ def _bitboards(board: torch.Tensor, turn: torch.Tensor, k: _Consts):
     bb.scatter_add_(0, index, value)
     bb = bb.view(N_ROWS, 11, n)
     own = bb[:N_OWN]
-    own[S_OU] |= bb[R_OWN_KING] & 0xFFFF
-    occ = bb[R_EMPTY, 1:10] ^ (MASK9 | MASK9 << 16)
+    own_king = own[S_OU]
+    own_king |= bb[R_OWN_KING] & 0xFFFF
     king = bb[R_OWN_KING, 1:10] & -65536
-    return own.view(torch.int16), occ.view(torch.int16), king
+    return own.view(torch.int16), bb[R_EMPTY].view(torch.int16), king
 
 
 def _sat_add(c1, c2, c3, x):
@@ -187,36 +226,31 @@ def _sat_add(c1, c2, c3, x):
     c1 |= x
 
 
-def _file_shift(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Ray fronts [2, 3, m, 9, N] moved k files towards higher files, and k ranks towards rank a
-    (group 0), along the file (group 1) or towards rank i (group 2)."""
-    out = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
-    torch.bitwise_right_shift(x[:, 0, :, :9 - k], k, out=out[:, 0, :, k:])
-    out[:, 1, :, k:] = x[:, 1, :, :9 - k]
-    torch.bitwise_left_shift(x[:, 2, :, :9 - k], k, out=out[:, 2, :, k:])
-    return out
+def _rank_shift(x: torch.Tensor, ranks: int) -> torch.Tensor:
+    """x moved ``ranks`` ranks towards rank a (negative: towards rank i), unmasked."""
+    return x >> ranks if ranks > 0 else x << -ranks if ranks < 0 else x
 
 
-def _attacks(bb: torch.Tensor, occ: torch.Tensor, planes: torch.Tensor, out_slots: torch.Tensor):
-    """own bitboards [14, 11, N], occupancy [9, N] -> ``planes`` [31, 9, N] (piece 14, attack 14,
-    count 3, output order), filled in place."""
+def _attacks(bb: torch.Tensor, empty_g: torch.Tensor, planes: torch.Tensor, k: _Consts):
+    """own bitboards [14, 11, N], empty squares [11, N] (guard files 0 and 10 empty) -> ``planes``
+    [31, 9, N] (piece 14, attack 14, count 3, output order), filled in place."""
     wd = bb.dtype
     n = bb.shape[2]
     dev = bb.device
     inner = bb[:, 1:10]                                # [14, 9, N]
-    empty = occ ^ MASK9                                # [9, N]
+    empty = empty_g[1:10]                              # [9, N]
+    occ = empty ^ MASK9
 
     # ---- stepping pieces (slots 0..10) ----
     att = torch.empty(14, 9, n, dtype=wd, device=dev)
     step = att[:_N_STEP_SLOTS]
     step.zero_()
-    step[_UP0] |= inner[_UP0] >> 1
-    step[_DOWN0] |= inner[_DOWN0] << 1
+    # (``view |= x`` on a named view: ``step[i] |= x`` would also call ``__setitem__``)
     lr = bb[:_N_STEP_SLOTS, 0:9] | bb[:_N_STEP_SLOTS, 2:11]   # pieces on the neighbouring files
-    step[_UP1] |= lr[_UP1] >> 1
-    step[_SIDE1] |= lr[_SIDE1]
-    step[_DOWN1] |= lr[_DOWN1] << 1
-    step[S_KE] |= lr[S_KE] >> 2
+    for src, group, ranks in ((inner, _UP0, 1), (inner, _DOWN0, -1), (lr, _UP1, 1), (lr, _SIDE1, 0),
+                              (lr, _DOWN1, -1), (lr, S_KE, 2)):
+        v = step[group]
+        v |= _rank_shift(src[group], ranks)
 
     # per-direction unions of step attacks (for the counts); pieces never share a square, so
     # the sum over slots is their union
@@ -240,30 +274,38 @@ def _attacks(bb: torch.Tensor, occ: torch.Tensor, planes: torch.Tensor, out_slot
 
     # ---- horizontal and diagonal rays, across files ----
     # groups: 0 = KA UM up-diagonal, 1 = RY HI sideways, 2 = KA UM down-diagonal; side 0 moves
-    # towards higher files, side 1 towards lower files (files read in reverse). Occluded fill
-    # (Kogge-Stone: steps of 1, 2, 4 files over empty squares), then one more step onto the
-    # first blocker.
-    ka, um, hi, ry = (inner[i] for i in (S_KA, S_UM, S_HI, S_RY))
-    sl = torch.stack([ka, um, ry, hi, ka, um]).view(3, 2, 9, n)
-    fill = torch.stack([sl, sl.flip(2)])                          # [2, 3, 2, 9, N]
-    through = torch.stack([empty, empty.flip(0)]).view(2, 1, 1, 9, n).expand(2, 3, 1, 9, n)
-    for k in (1, 2, 4):
-        fill |= through & _file_shift(fill, k)
-        if k < 4:
-            through = through & _file_shift(through, k)
-    hray = (_file_shift(fill, 1) & MASK9).view(2, 6, 9, n)
+    # towards higher files, side 1 towards lower files (its files are gathered in reverse).
+    # Skewed words (file f's word shifted up f ranks for group 0, 8 - f for group 2) turn the
+    # diagonals into horizontal lines, and _RAY_GUARD empty files before file 0 make a shift by
+    # k files a view. Occluded fill (Kogge-Stone: steps of 1, 2, 4 files over empty squares),
+    # then one more step onto the first blocker.
+    n_files = _RAY_GUARD + 9
+    fill = torch.index_select(bb.view(-1, n), 0, k.ray_rows).view(2, 3, 2, n_files, n)
+    fill <<= k.ray_skew
+    through = torch.index_select(empty_g, 0, k.ray_empty_rows).view(2, 1, 1, n_files, n) << k.ray_skew
+    real = slice(_RAY_GUARD, n_files)
+    fill_real, through_real = fill[:, :, :, real], through[:, :, :, real]
+    for step_files in (1, 2, 4):
+        from_ = slice(_RAY_GUARD - step_files, n_files - step_files)
+        fill_real |= through_real & fill[:, :, :, from_]
+        if step_files < 4:
+            through_real.copy_(through_real & through[:, :, :, from_])
+    from_ = slice(_RAY_GUARD - 1, n_files - 1)
+    hray = ((fill[:, :, :, from_] >> k.ray_skew[:, :, :, real]) & k.ray_mask).view(2, 6, 9, n)
     hray_e = hray[0]
     hray_w = hray[1].flip(1)                           # back to normal file order
 
     # ---- per-type attack planes ----
     diag = hray_e[0:2] | hray_w[0:2] | hray_e[4:6] | hray_w[4:6]      # [2, 9, N] KA UM
     orth = hray_e[2:4] | hray_w[2:4] | ray_up[0:2] | ray_down         # [2, 9, N] RY HI
-    att[S_UM] |= diag[1]
-    att[S_RY] |= orth[0]
+    step &= MASK9
+    v = att[S_UM]
+    v |= diag[1]
+    v = att[S_RY]
+    v |= orth[0]
     att[S_HI] = orth[1]
     att[S_KY] = ray_up[2]
     att[S_KA] = diag[0]
-    att[:_N_STEP_SLOTS] &= MASK9
 
     # ---- attack counts: 10 directions, at most one attacker each ----
     dirs = [
@@ -284,8 +326,8 @@ def _attacks(bb: torch.Tensor, occ: torch.Tensor, planes: torch.Tensor, out_slot
     for x in dirs:
         _sat_add(c1, c2, c3, x)
 
-    torch.index_select(inner, 0, out_slots, out=planes[0:14])
-    torch.index_select(att, 0, out_slots, out=planes[14:28])
+    torch.index_select(inner, 0, k.out_slots, out=planes[0:14])
+    torch.index_select(att, 0, k.out_slots, out=planes[14:28])
 
 
 def _resolve_device(device) -> torch.device:
@@ -299,9 +341,9 @@ def _encode_chunk(board, hand, turn, k: _Consts, x1: torch.Tensor, small: torch.
     n = board.shape[0]
     board = board.to(torch.uint8)
     turn = turn.to(torch.uint8).view(n)
-    own, occ, king = _bitboards(board, turn, k)
+    own, empty, king = _bitboards(board, turn, k)
     planes = torch.empty(31, 9, 2 * n, dtype=torch.int16, device=device)
-    _attacks(own, occ, planes, k.out_slots)
+    _attacks(own, empty, planes, k)
 
     # Frame pairs as int32: the low half is the side to move's frame, the high half the opponent's.
     pairs = planes.view(torch.int32)
@@ -413,7 +455,8 @@ def _direction(frm: int, to: int) -> int:
 
 
 def _label_table() -> np.ndarray:
-    """label of (turn, move16 from field 0..87, to) without the promotion: [2 * 88 * 81] int64."""
+    """label of ``move16 & 0x7FFF | turn << 15`` (to | from << 7 | promote << 14 | turn << 15):
+    [65536] int64. Fields past the board / the drop codes (garbage rows) read as the last ones."""
     table = np.zeros((2, 88, 81), np.int64)
     for turn in range(2):
         for frm in range(88):
@@ -428,7 +471,10 @@ def _label_table() -> np.ndarray:
                 else:
                     direction = _direction(80 - frm if turn else frm, t)
                 table[turn, frm, to] = 81 * direction + t
-    return table.reshape(-1)
+    fields = np.arange(128)
+    full = table[:, np.minimum(fields, 87)][:, :, np.minimum(fields, 80)]     # [turn, from, to]
+    promote = np.array([0, 810]).reshape(1, 2, 1, 1)
+    return (full[:, None] + promote).reshape(-1)                             # [turn, promote, from, to]
 
 
 _LABELS = _label_table()
@@ -444,11 +490,9 @@ def move_labels(board, move16: torch.Tensor, turn: torch.Tensor) -> torch.Tensor
 
 
 def _labels(move16: torch.Tensor, turn: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    m = move16.to(torch.int32)
-    device = m.device
-    frm = ((m >> 7) & 0x7F).clamp_(max=87)
-    key = (turn.to(device=device, dtype=torch.int32).view(-1) * 88 + frm) * 81 + (m & 0x7F).clamp_(max=80)
-    return torch.index_select(table, 0, key.view(-1)) + 810 * ((m >> 14) & 1).view(-1)
+    key = move16.to(torch.int32) & 0x7FFF
+    key |= turn.to(device=key.device, dtype=torch.int32).view(-1) << 15
+    return torch.index_select(table, 0, key.view(-1))
 
 
 def _fields(rows: np.ndarray) -> np.ndarray:

@@ -200,6 +200,29 @@ def test_random_positions_promoted_pieces_everywhere():
     check_sfens(random_sfens(1500))
 
 
+def test_lone_sliders_on_every_square():
+    """Each slider alone on an open board (longest rays, every board edge), of each color, either
+    side to move, and once more with a blocker on every other square of the board."""
+    kings = {0: fmt.OU + fmt.WHITE_OFFSET, 80: fmt.OU}   # corners 1a / 9i
+    sfens = []
+    rng = np.random.default_rng(1)
+    for sq in range(81):
+        if sq in kings:
+            continue
+        for pt in (fmt.KA, fmt.UM, fmt.HI, fmt.RY):
+            for color in (0, fmt.WHITE_OFFSET):
+                for turn in (0, 1):
+                    board = np.zeros(81, np.uint8)
+                    for k_sq, code in kings.items():
+                        board[k_sq] = code
+                    board[sq] = pt + color
+                    sfens.append(fmt.sfen_of(board, [[0] * 7, [0] * 7], turn))
+                    free = [s for s in range(81) if board[s] == 0]
+                    board[free[int(rng.integers(len(free)))]] = fmt.FU + (fmt.WHITE_OFFSET - color)
+                    sfens.append(fmt.sfen_of(board, [[0] * 7, [0] * 7], turn))
+    check_sfens(sfens)
+
+
 def test_hand_beyond_caps():
     sfens = [
         "4k4/9/9/9/9/9/9/9/4K4 b 18P4L4N4S4G2B2R 1",

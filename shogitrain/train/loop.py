@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from shogitrain.config import Config, config_to_dict, dump_config
-from shogitrain.device import autocast_context, pick_device
+from shogitrain.device import autocast_context, pick_device, retain_freed_memory
 from shogitrain.evaluate import evaluate_dataset
 from shogitrain.features import FEATURE_VERSION
 from shogitrain.models import build_model
@@ -132,6 +132,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     device_kind = cfg.train.device if cfg.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist_info = init_distributed(device_kind)
     device = pick_device(cfg.train.device, dist_info.local_rank)
+    if device.type == "cpu":
+        retain_freed_memory()
     run_dir = Path(cfg.run.dir) / run_name(cfg)
     ckpt_path = run_dir / "checkpoint.pt"
     checkpoint = None

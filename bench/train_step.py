@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from shogitrain.config import load_config  # noqa: E402
-from shogitrain.device import autocast_context  # noqa: E402
+from shogitrain.device import autocast_context, retain_freed_memory  # noqa: E402
 from shogitrain.optim.agc import AGC, select_parameters  # noqa: E402
 from shogitrain.shards.reader import ShardDataset  # noqa: E402
 from shogitrain.train import loop  # noqa: E402
@@ -208,6 +208,8 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device")
+    if device.type == "cpu":
+        retain_freed_memory()   # as train() does: the loop and the bare step alike
 
     data = dataset(args.data_cache, args.rebuild_data)
     train_data = ShardDataset(data, "train")

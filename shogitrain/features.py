@@ -23,7 +23,9 @@ Design (measurements in ``docs/benchmarks.md``, "Features"):
   movement group is a contiguous range), files via views.
 * Sliders: vertical rays inside the int16 (Kogge-Stone fill towards rank a, borrow trick
   ``occ ^ (occ - 2·s)`` towards rank i); horizontal and diagonal rays by an occluded fill across
-  files (steps of 1, 2, 4 files), both horizontal senses at once.
+  files (steps of 1, 2, 4 files), both horizontal senses at once. The diagonal words are skewed
+  (file f shifted up f or 8 - f ranks), so every ray is a line across files, and empty guard
+  files before file 0 make each file shift a view: a fill step is two ops.
 * Attack counts: rays and steps of one color in one of the 10 directions (8 + 2 knight jumps)
   never overlap, so the number of attackers of a square is the number of directions it is attacked
   from; a bit-sliced saturating counter over the 10 direction bitboards gives the ≥1/≥2/≥3 planes.
@@ -34,7 +36,10 @@ Design (measurements in ``docs/benchmarks.md``, "Features"):
   preallocated (``out=``). features2 is 57 values a position; each plane is one 81-wide row of
   a two-row table (all zeros / all ones), again one ``index_select``.
 * On CPU a batch is encoded in chunks of ``CHUNK`` positions, so that the intermediate
-  bitboards of a chunk stay in cache; each op uses torch's intra-op threads.
+  bitboards of a chunk stay in cache; each op uses torch's intra-op threads. The intermediates
+  are fresh tensors each call: ``shogitrain.device.retain_freed_memory`` (called by train and
+  eval on CPU) keeps glibc from handing their pages back to the OS between calls, which
+  otherwise costs a third of the encoder's time in page faults.
 """
 
 from __future__ import annotations
@@ -352,7 +357,7 @@ def _encode_chunk(board, hand, turn, k: _Consts, x1: torch.Tensor, small: torch.
     # opponent king attacks the square, a second attacker is needed.
     king_att = pairs[14 + 7]
     checked = (pairs[28] & ~king_att) | (pairs[29] & king_att)
-    torch.any((checked & king) != 0, 0, out=small[:, 56])
+    torch.any(checked & king, 0, out=small[:, 56])
 
     # hand planes: each count repeated over its kind's planes, then compared with the plane's
     # threshold
@@ -373,7 +378,7 @@ def _encode_chunk(board, hand, turn, k: _Consts, x1: torch.Tensor, small: torch.
 
 # A large CPU batch is encoded in chunks of at most CHUNK positions, so that a chunk's working
 # set stays in cache.
-CHUNK = 2048
+CHUNK = 4096
 
 
 def _run_chunks(n: int, device: torch.device, encode_chunk) -> None:

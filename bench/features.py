@@ -37,16 +37,19 @@ from shogitrain import features as F  # noqa: E402
 from shogitrain.device import retain_freed_memory  # noqa: E402
 from shogitrain.shards import format as fmt  # noqa: E402
 
-DATA = Path("/work/shared/data")
+ROOT = Path(__file__).resolve().parents[1]
+# the shared game records beside the checkout; else the bundled sample (data/: floodgate + self-play)
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED_DATA if SHARED_DATA.is_dir() else ROOT / "data"
 
 
-def collect(n_max: int):
+def collect(n_max: int, data: Path = DATA):
     import cshogi
     from cshogi import CSA
 
     files = []
-    for d in ("wcsc28", "floodgate", "pro", "selfplay/fsf50"):
-        files += sorted(glob.glob(str(DATA / d / "*.csa")))
+    for d in ("wcsc28", "floodgate", "pro", "selfplay/fsf50", "selfplay"):
+        files += sorted(glob.glob(str(data / d / "*.csa")))
     boards, rows_b, rows_h, rows_t, rows_m, hcps = [], [], [], [], [], []
     for path in files:
         raw = Path(path).read_bytes()
@@ -82,6 +85,24 @@ def collect(n_max: int):
     rows["turn"] = rows_t
     rows["move16"] = rows_m
     return boards, hcps, rows
+
+
+def collect_rows(n_max: int, data: Path):
+    """Rows only, read by shogitrain itself (``prepare`` into a temporary folder): no cshogi
+    needed, for a GPU machine where only our side is timed."""
+    import tempfile
+
+    from shogitrain.prepare import prepare
+    from shogitrain.records.filters import GameFilter
+    from shogitrain.shards.reader import ShardDataset
+
+    inputs = [p for p in (data / d for d in ("wcsc28", "floodgate", "pro", "selfplay")) if p.is_dir()]
+    with tempfile.TemporaryDirectory() as tmp:
+        keep_all = GameFilter(draws=True, min_moves=0, require_eval=False, mate_score=0)
+        prepare(inputs, Path(tmp) / "ds", test_fraction=0.0, game_filter=keep_all, overwrite=True,
+                progress=False)
+        train = ShardDataset(Path(tmp) / "ds", "train")
+        return train.rows(np.arange(min(n_max, len(train))))
 
 
 def cshogi_pass(boards, batch):
@@ -146,7 +167,12 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the best round counts")
     ap.add_argument("--dtypes", default="float32,bfloat16,uint8")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    ap.add_argument("--no-cshogi", action="store_true", help="skip the cshogi timings (e.g. on a GPU box)")
+    ap.add_argument("--no-cshogi", action="store_true",
+                    help="skip the cshogi timings and read the positions with shogitrain itself "
+                         "(a GPU box without cshogi)")
+    ap.add_argument("--data", type=Path, default=DATA,
+                    help="folder of game records (wcsc28/, floodgate/, pro/, selfplay/ CSA files; "
+                         "default: ../shared/data, else the bundled data/)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's malloc defaults (no retain_freed_memory)")
     args = ap.parse_args(argv)
@@ -155,8 +181,11 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     t = time.perf_counter()
-    boards, hcps, rows = collect(args.positions)
-    print(f"collected {len(rows)} positions in {time.perf_counter() - t:.1f} s "
+    if args.no_cshogi:
+        boards, hcps, rows = None, None, collect_rows(args.positions, args.data)
+    else:
+        boards, hcps, rows = collect(args.positions, args.data)
+    print(f"collected {len(rows)} positions from {args.data} in {time.perf_counter() - t:.1f} s "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"freed memory retained: {'yes' if retained else 'no'})")

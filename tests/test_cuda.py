@@ -83,10 +83,9 @@ def test_eval_on_cuda_matches_cpu(sample_dataset, tmp_path):
 def test_ddp_nccl_two_gpus(sample_dataset, tmp_path):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs")
-    import torch.multiprocessing as mp
-    from test_train import _free_port
+    from test_train import spawn_ranks
 
-    mp.spawn(_nccl_worker, args=(2, _free_port(), str(sample_dataset), str(tmp_path / "ddp")), nprocs=2, join=True)
+    spawn_ranks(_nccl_worker, 2, str(sample_dataset), str(tmp_path / "ddp"))
     assert read_metrics(tmp_path / "ddp")[-1]["step"] == 4
 
 

@@ -141,6 +141,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def spawn_ranks(worker, world_size: int, *args) -> None:
+    """``mp.spawn(worker, (world_size, port, *args))`` on a free port. The trainer meets through
+    env:// (MASTER_PORT), so the port is picked before the ranks bind it; if another process took
+    it meanwhile, try again on a new one."""
+    import torch.multiprocessing as mp
+
+    for attempt in range(3):
+        try:
+            mp.spawn(worker, args=(world_size, _free_port(), *args), nprocs=world_size, join=True)
+            return
+        except mp.ProcessRaisedException as e:
+            if "EADDRINUSE" not in str(e) or attempt == 2:
+                raise
+
+
 def _ddp_worker(rank, world_size, port, dataset, run_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
                       RANK=str(rank), LOCAL_RANK=str(rank))
@@ -153,8 +168,6 @@ def _ddp_worker(rank, world_size, port, dataset, run_dir):
 
 @pytest.mark.slow
 def test_ddp_two_ranks_match_one_process(sample_dataset, tmp_path):
-    import torch.multiprocessing as mp
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)            # as each rank: the same reduction order
     try:
@@ -162,7 +175,7 @@ def test_ddp_two_ranks_match_one_process(sample_dataset, tmp_path):
                                    "train.batch_size=32"), progress=False)
     finally:
         torch.set_num_threads(threads)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(sample_dataset), str(tmp_path / "ddp")), nprocs=2, join=True)
+    spawn_ranks(_ddp_worker, 2, str(sample_dataset), str(tmp_path / "ddp"))
     a = load_checkpoint(single / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"]
     for name in a:

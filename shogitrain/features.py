@@ -133,24 +133,26 @@ for _k, _n in enumerate(HAND_PLANES):
 # (side, group, piece, file) the row of ``own.view(14 * 11, N)`` (or of the guarded empty-square
 # words) that it starts from: the slider slot at that file, read in reverse on side 1; guards read
 # file 0 (always empty). The skew turns group 0 / group 2 diagonals into lines across files: a
-# word moves up f / 8 - f ranks. A skewed word needs 17 bits, but the square that lands on bit 16
-# (file 8 rank i for group 0, file 0 rank i for group 2) is neither reached nor passed by a ray
-# of its group, so int16 may drop it.
+# word moves up f / 8 - f ranks (f in the side's file order). A skewed word needs 17 bits, but the
+# square that lands on bit 16 (file 8 rank i for group 0, file 0 rank i for group 2) is neither
+# reached nor passed by a ray of its group, so int16 may drop it.
 _RAY_GUARD = 4
 
 
 def _ray_tables():
     files = range(-_RAY_GUARD, 9)
     slots = ((S_KA, S_UM), (S_RY, S_HI), (S_KA, S_UM))
+
+    def guarded_file(f, side):      # index into the 11 guarded files of a word set
+        return 0 if f < 0 else (8 - f if side else f) + 1
+
     rows, empty_rows = [], []
     for side in (0, 1):
         for group in slots:
             for slot in group:
-                for f in files:
-                    rows.append(slot * 11 + (0 if f < 0 else (8 - f if side else f) + 1))
-        for f in files:
-            empty_rows.append(0 if f < 0 else (8 - f if side else f) + 1)
-    skew = np.array([[0 if f < 0 else s for f in files] for s in (0, 0, 0)], np.int16)
+                rows += [slot * 11 + guarded_file(f, side) for f in files]
+        empty_rows += [guarded_file(f, side) for f in files]
+    skew = np.zeros((3, len(files)), np.int16)       # group 1 (sideways) and the guards: none
     for j, f in enumerate(files):
         if f >= 0:
             skew[0, j], skew[2, j] = f, 8 - f

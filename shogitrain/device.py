@@ -52,8 +52,9 @@ def retain_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 12
     Per-batch CPU tensors of a few hundred KB to a few MB (the feature encoder's bitboards, a CPU
     model's activations) are freed and allocated again every batch. By default glibc serves the
     larger ones with ``mmap`` and trims the top of the heap when they are freed, so each batch
-    touches fresh pages and page-faults on them: with the encoder at batch 1024 that was 1,200
-    faults and 35-45 % of its time (docs/benchmarks.md, "Features"). Here blocks below
+    touches fresh pages and page-faults on them: with the encoder at batch 1024 that was up to
+    thousands of faults a call (it depends on the heap's history) and 35-45 % of its time in the
+    benchmark (docs/benchmarks.md, "Features"). Here blocks below
     ``mmap_threshold`` (32 MB, glibc's maximum) come from the heap, which is trimmed only when
     more than ``trim_threshold`` is free at its top — at most that much memory stays held.
     torch's CPU tuning guide preloads jemalloc / tcmalloc for the same reason; this needs nothing

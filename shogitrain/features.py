@@ -252,8 +252,8 @@ def _attacks(bb: torch.Tensor, empty_g: torch.Tensor, planes: torch.Tensor, k: _
     att = torch.empty(14, 9, n, dtype=wd, device=dev)
     step = att[:_N_STEP_SLOTS]
     step.zero_()
-    # (``view |= x`` on a named view: ``step[i] |= x`` would also call ``__setitem__``)
     lr = bb[:_N_STEP_SLOTS, 0:9] | bb[:_N_STEP_SLOTS, 2:11]   # pieces on the neighbouring files
+    # (``view |= x`` on a named view: ``step[i] |= x`` would also call ``__setitem__``)
     for src, group, ranks in ((inner, _UP0, 1), (inner, _DOWN0, -1), (lr, _UP1, 1), (lr, _SIDE1, 0),
                               (lr, _DOWN1, -1), (lr, S_KE, 2)):
         v = step[group]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,6 @@ from shogitrain.device import retain_freed_memory
 # a fresh interpreter: the setting is process-wide and one-way, so the default case needs its own
 _FAULTS = textwrap.dedent("""
     import resource, sys
-    import numpy as np
     from shogitrain.device import retain_freed_memory
     from shogitrain.features import encode_rows
     from shogitrain.shards import format as fmt
@@ -29,7 +27,6 @@ _FAULTS = textwrap.dedent("""
         encode_rows(rows)
     print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) // 20)
 """)
-
 
 
 def _faults(mode: str) -> int:
@@ -57,4 +54,3 @@ def test_retain_freed_memory_is_idempotent():
     first = retain_freed_memory()
     assert retain_freed_memory() is first
     assert isinstance(first, bool)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0

@@ -49,13 +49,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from shogitrain.names import FEATURES1_PLANES, FEATURES2_PLANES
 from shogitrain.shards import format as fmt
 
 FEATURE_VERSION = 1
-
-FEATURES1_NUM = 62
-FEATURES2_NUM = 57
-MOVE_LABEL_NUM = 27 * 81
 
 # Piece planes per color, in dlshogi (Apery) piece-type order.
 PIECE_ORDER = (fmt.FU, fmt.KY, fmt.KE, fmt.GI, fmt.KA, fmt.HI, fmt.KI, fmt.OU,
@@ -393,15 +390,15 @@ def _run_chunks(n: int, device: torch.device, encode_chunk) -> None:
 def _outputs(n: int, device, dtype, out, expand_x2: bool):
     """(x1, x2 or None) to write: fresh, or the caller's ``out`` checked."""
     if out is None:
-        x1 = torch.empty(n, FEATURES1_NUM, 9, 9, dtype=dtype, device=device)
-        x2 = torch.empty(n, FEATURES2_NUM, 9, 9, dtype=dtype, device=device) if expand_x2 else None
+        x1 = torch.empty(n, FEATURES1_PLANES, 9, 9, dtype=dtype, device=device)
+        x2 = torch.empty(n, FEATURES2_PLANES, 9, 9, dtype=dtype, device=device) if expand_x2 else None
         return x1, x2
     x1, x2 = out
     if x2 is None and expand_x2:
         raise ValueError("out=(x1, None) needs expand_x2=False")
-    if x1.shape != (n, FEATURES1_NUM, 9, 9) or not x1.is_contiguous() or x1.device != device:
+    if x1.shape != (n, FEATURES1_PLANES, 9, 9) or not x1.is_contiguous() or x1.device != device:
         raise ValueError("out x1 must be a contiguous [B, 62, 9, 9] tensor on the encoding device")
-    if x2 is not None and (x2.shape != (n, FEATURES2_NUM, 9, 9) or not x2.is_contiguous()
+    if x2 is not None and (x2.shape != (n, FEATURES2_PLANES, 9, 9) or not x2.is_contiguous()
                            or x2.dtype != x1.dtype or x2.device != device):
         raise ValueError("out x2 must be a contiguous [B, 57, 9, 9] tensor of x1's dtype and device")
     return x1, (x2 if expand_x2 else None)
@@ -415,7 +412,7 @@ def _encode(board, hand, turn, move16, dtype, out, expand_x2: bool):
         dtype = out[0].dtype
     k = _Consts.get(device, dtype)
     x1, x2 = _outputs(n, device, dtype, out, expand_x2)
-    small = torch.empty(n, FEATURES2_NUM, dtype=torch.bool, device=device)
+    small = torch.empty(n, FEATURES2_PLANES, dtype=torch.bool, device=device)
     labels = None if move16 is None else torch.empty(n, dtype=torch.int64, device=device)
 
     def encode_chunk(s: slice) -> None:
@@ -427,7 +424,7 @@ def _encode(board, hand, turn, move16, dtype, out, expand_x2: bool):
 
     _run_chunks(n, device, encode_chunk)
     if x2 is None:                # [B, 57, 9, 9] view, stride 0 over the cells
-        x2 = small.to(x1.dtype).view(n, FEATURES2_NUM, 1, 1).expand(n, FEATURES2_NUM, 9, 9)
+        x2 = small.to(x1.dtype).view(n, FEATURES2_PLANES, 1, 1).expand(n, FEATURES2_PLANES, 9, 9)
     return x1, x2, labels
 
 

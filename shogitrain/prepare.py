@@ -635,9 +635,10 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             splits[name] = {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
         total_positions = sum(s["positions"] for s in splits.values())
         if total_positions == 0:
+            reasons = ", ".join(f"{n} {why}" for why, n in skipped.reasons.most_common(3))
             raise PrepareError(
-                f"nothing survived the filters ({games_read} games read, {skipped.count} skipped; "
-                "see the reasons with --report or relax --min-moves / --min-rating / --no-require-eval)"
+                f"nothing survived the filters ({games_read} games read, {skipped.count} skipped: {reasons}; "
+                "relax --min-moves / --min-rating / --endings / --no-require-eval)"
             )
         dropped_test = 0
         if dedupe_test and splits["test"]["positions"] and splits["train"]["positions"]:

@@ -51,23 +51,24 @@ import torch
 
 from shogitrain.names import FEATURES1_PLANES, FEATURES2_PLANES
 from shogitrain.shards import format as fmt
+from shogitrain.shogi import vocabulary as vocab
 
 FEATURE_VERSION = 1
 
 # Piece planes per color, in dlshogi (Apery) piece-type order.
-PIECE_ORDER = (fmt.FU, fmt.KY, fmt.KE, fmt.GI, fmt.KA, fmt.HI, fmt.KI, fmt.OU,
-               fmt.TO, fmt.NY, fmt.NK, fmt.NG, fmt.UM, fmt.RY)
+PIECE_ORDER = (vocab.FU, vocab.KY, vocab.KE, vocab.GI, vocab.KA, vocab.HI, vocab.KI, vocab.OU,
+               vocab.TO, vocab.NY, vocab.NK, vocab.NG, vocab.UM, vocab.RY)
 # Hand planes per kind, in hand order FU KY KE GI KI KA HI.
 HAND_PLANES = (8, 4, 4, 4, 4, 2, 2)
 
 # Internal slot of each own piece type: each movement group is a contiguous slot range.
 #   KE FU UM KI TO NY NK NG OU GI RY HI KY KA
-_SLOT_TYPES = (fmt.KE, fmt.FU, fmt.UM, fmt.KI, fmt.TO, fmt.NY, fmt.NK, fmt.NG, fmt.OU, fmt.GI,
-               fmt.RY, fmt.HI, fmt.KY, fmt.KA)
+_SLOT_TYPES = (vocab.KE, vocab.FU, vocab.UM, vocab.KI, vocab.TO, vocab.NY, vocab.NK, vocab.NG, vocab.OU, vocab.GI,
+               vocab.RY, vocab.HI, vocab.KY, vocab.KA)
 _SLOT = {pt: i for i, pt in enumerate(_SLOT_TYPES)}
 S_KE, S_FU, S_UM, S_OU, S_GI, S_RY, S_KY, S_KA, S_HI = (
-    _SLOT[fmt.KE], _SLOT[fmt.FU], _SLOT[fmt.UM], _SLOT[fmt.OU], _SLOT[fmt.GI], _SLOT[fmt.RY],
-    _SLOT[fmt.KY], _SLOT[fmt.KA], _SLOT[fmt.HI])
+    _SLOT[vocab.KE], _SLOT[vocab.FU], _SLOT[vocab.UM], _SLOT[vocab.OU], _SLOT[vocab.GI], _SLOT[vocab.RY],
+    _SLOT[vocab.KY], _SLOT[vocab.KA], _SLOT[vocab.HI])
 N_OWN = 14
 # scatter rows: the 14 slots (the side to move's pieces in the low half of the int32, the
 # opponent's in the high half), the side to move's king once more (both halves), empty squares
@@ -99,13 +100,13 @@ def _scatter_tables():
             file, rank = divmod(80 - sq if turn else sq, 9)
             low, high = 1 << rank, 1 << (16 + 8 - rank)
             for code in range(32):
-                white = code >= fmt.WHITE_OFFSET
-                pt = code - fmt.WHITE_OFFSET if white else code
-                if not fmt.FU <= pt <= fmt.RY:
+                white = code >= vocab.WHITE_OFFSET
+                pt = code - vocab.WHITE_OFFSET if white else code
+                if not vocab.FU <= pt <= vocab.RY:
                     row, value = R_EMPTY, low | high
                 elif white != bool(turn):
                     row, value = _SLOT[pt], high
-                elif pt == fmt.OU:
+                elif pt == vocab.OU:
                     row, value = R_OWN_KING, low | high
                 else:
                     row, value = _SLOT[pt], low

@@ -99,7 +99,8 @@ def train(config_path, arch, data, run_dir, amp, overrides, resume, quiet):
     from shogitrain.device import DeviceError
     from shogitrain.shards.reader import DatasetError
     from shogitrain.train.checkpoint import CheckpointError
-    from shogitrain.train.loop import TrainingError, train as run_training
+    from shogitrain.train import TrainingError
+    from shogitrain.train.loop import train as run_training
 
     flags = []
     if arch:

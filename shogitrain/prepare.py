@@ -550,6 +550,12 @@ class _Spool:
         self.file.close()
         self.path.unlink(missing_ok=True)
 
+    def __enter__(self) -> "_Spool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _write_report(path: Path, report: dict, lists: dict[str, _Spool]) -> None:
     """report.json: ``report``'s keys, then each spooled list under its key, streamed."""
@@ -562,25 +568,10 @@ def _write_report(path: Path, report: dict, lists: dict[str, _Spool]) -> None:
         f.write("\n}\n")
 
 
-def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, workers: int | None = None,
-            test_data=(), game_filter: GameFilter = GameFilter(), dedupe: bool = False,
-            dedupe_test: bool = False, shard_rows: int = SHARD_ROWS, overwrite: bool = False,
-            progress: bool = True) -> dict:
-    """Run the whole conversion; returns the report (OUT/report.json), except its lists of skipped
-    and flagged games, which can be long: ``skipped_total`` / ``flagged_total`` count them."""
-    from tqdm import tqdm
-
-    if not inputs and not test_data:
-        raise PrepareError("no inputs given")
-    if test_fraction is None:  # a random hold-out unless whole sources are held out
-        test_fraction = 0.0 if test_data else 0.1
-    train_files = find_inputs(inputs)
-    test_files = find_inputs(test_data)
-    # Test split = the --test-data sources whole, plus a seeded-hash test_fraction of the inputs' games.
-    all_files = [(p, None) for p in train_files] + [(p, "test") for p in test_files]
-    if not all_files:
-        raise PrepareError(f"no record files ({', '.join(sorted(RECORD_SUFFIXES))}) found in the inputs")
-    out = Path(out)
+@contextlib.contextmanager
+def _output_directory(out: Path, overwrite: bool):
+    """A fresh temporary directory beside ``out``: when the block completes it replaces ``out`` by a
+    rename, when the block fails it is removed — ``out`` is never half-written."""
     if out.exists() and not overwrite:
         raise PrepareError(f"{out}: already exists (use --overwrite to replace it)")
     parent = out.resolve().parent
@@ -592,54 +583,89 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         tmp.mkdir()
     except OSError as e:
         raise PrepareError(f"{out}: cannot write output ({e.strerror})") from None
-
-    workers = workers or os.cpu_count() or 1
-    spools: list[_Spool] = []
     try:
-        writers = {name: ShardWriter(tmp, name, shard_rows) for name in ("train", "test")}
-        split_games = Counter()
-        seen: set[bytes] = set()
-        skipped = _Spool(tmp / ".skipped.jsonl")
-        flagged = _Spool(tmp / ".flagged.jsonl")
-        spools += [skipped, flagged]
-        sources = []
-        games_read = 0
-        forced_split = {str(p): s for p, s in all_files}
-        sink = _RowSink(writers)
-        n_games = 0
-        with open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, tqdm(
-            total=len(all_files), unit="file", disable=not progress, desc="prepare", dynamic_ncols=True
-        ) as bar:
-            for fr in _results(_items([p for p, _ in all_files]), game_filter, workers):
-                if fr.piece == fr.pieces - 1:
-                    bar.update(1)
-                if fr.piece == 0:
-                    sources.append({"path": fr.path, "sha256": fr.sha256})
-                games_read += fr.games_read
-                for item in fr.skipped:
-                    skipped.add(item)
-                for item in fr.flagged:
-                    flagged.add(item)
-                forced = forced_split[fr.path]
-                for g in fr.games:
-                    if dedupe:
-                        if g.key in seen:
-                            skipped.add({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
-                            continue
-                        seen.add(g.key)
-                    split = forced or split_of(g.key, seed, test_fraction)
-                    game_id = n_games
-                    n_games += 1
-                    games_out.write(_games_line(game_id, split, sink.add(split, game_id, g), g))
-                    split_games[split] += 1
-                if progress and bar.n % 64 == 0:  # (a disabled bar never counts: n stays 0)
-                    sink.flush()
-                    bar.set_postfix(games=sum(split_games.values()),
-                                    positions=sum(w.positions for w in writers.values()), refresh=False)
-            sink.flush()
-        splits = {}
-        for name, writer in writers.items():
-            splits[name] = {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
+        yield tmp
+        if out.exists():
+            old = parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: GameFilter, workers: int, *,
+                  seed: int, test_fraction: float, dedupe: bool, shard_rows: int, progress: bool,
+                  skipped: "_Spool", flagged: "_Spool") -> tuple[dict, list, int]:
+    """Read every input once, in order, and write its kept games' rows to the split shards and its
+    games to games.jsonl as they come; returns (splits, sources, games read)."""
+    from tqdm import tqdm
+
+    writers = {name: ShardWriter(tmp, name, shard_rows) for name in ("train", "test")}
+    split_games: Counter = Counter()
+    seen: set[bytes] = set()
+    sources = []
+    games_read = 0
+    forced_split = {str(p): s for p, s in files}
+    sink = _RowSink(writers)
+    n_games = 0
+    with open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, tqdm(
+        total=len(files), unit="file", disable=not progress, desc="prepare", dynamic_ncols=True
+    ) as bar:
+        for fr in _results(_items([p for p, _ in files]), game_filter, workers):
+            if fr.piece == fr.pieces - 1:
+                bar.update(1)
+            if fr.piece == 0:
+                sources.append({"path": fr.path, "sha256": fr.sha256})
+            games_read += fr.games_read
+            for item in fr.skipped:
+                skipped.add(item)
+            for item in fr.flagged:
+                flagged.add(item)
+            for g in fr.games:
+                if dedupe:
+                    if g.key in seen:
+                        skipped.add({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
+                        continue
+                    seen.add(g.key)
+                split = forced_split[fr.path] or split_of(g.key, seed, test_fraction)
+                game_id = n_games
+                n_games += 1
+                games_out.write(_games_line(game_id, split, sink.add(split, game_id, g), g))
+                split_games[split] += 1
+            if progress and bar.n % 64 == 0:  # (a disabled bar never counts: n stays 0)
+                sink.flush()
+                bar.set_postfix(games=sum(split_games.values()),
+                                positions=sum(w.positions for w in writers.values()), refresh=False)
+        sink.flush()
+    splits = {name: {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
+              for name, writer in writers.items()}
+    return splits, sources, games_read
+
+
+def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, workers: int | None = None,
+            test_data=(), game_filter: GameFilter = GameFilter(), dedupe: bool = False,
+            dedupe_test: bool = False, shard_rows: int = SHARD_ROWS, overwrite: bool = False,
+            progress: bool = True) -> dict:
+    """Run the whole conversion; returns the report (OUT/report.json), except its lists of skipped
+    and flagged games, which can be long: ``skipped_total`` / ``flagged_total`` count them."""
+    if not inputs and not test_data:
+        raise PrepareError("no inputs given")
+    if test_fraction is None:  # a random hold-out unless whole sources are held out
+        test_fraction = 0.0 if test_data else 0.1
+    test_files = find_inputs(test_data)
+    # Test split = the --test-data sources whole, plus a seeded-hash test_fraction of the inputs' games.
+    files = [(p, None) for p in find_inputs(inputs)] + [(p, "test") for p in test_files]
+    if not files:
+        raise PrepareError(f"no record files ({', '.join(sorted(RECORD_SUFFIXES))}) found in the inputs")
+    with _output_directory(Path(out), overwrite) as tmp, _Spool(tmp / ".skipped.jsonl") as skipped, \
+            _Spool(tmp / ".flagged.jsonl") as flagged:
+        splits, sources, games_read = _stream_games(
+            tmp, files, game_filter, workers or os.cpu_count() or 1, seed=seed, test_fraction=test_fraction,
+            dedupe=dedupe, shard_rows=shard_rows, progress=progress, skipped=skipped, flagged=flagged)
         total_positions = sum(s["positions"] for s in splits.values())
         if total_positions == 0:
             reasons = ", ".join(f"{n} {why}" for why, n in skipped.reasons.most_common(3))
@@ -664,7 +690,7 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         }
         report = {
             "games_read": games_read,
-            "games_kept": sum(split_games.values()),
+            "games_kept": sum(s["games"] for s in splits.values()),
             "positions": total_positions - dropped_test,
             "test_positions_dropped_as_seen_in_train": dropped_test,
             "skipped_by_reason": dict(sorted(skipped.reasons.items())),
@@ -673,20 +699,6 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
         _write_report(tmp / "report.json", report, {"skipped": skipped, "flagged": flagged})
-        for spool in spools:
-            spool.close()
-        if out.exists():
-            old = parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        for spool in spools:
-            spool.file.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return report
 
 

@@ -30,6 +30,8 @@ class GameFilter:
     require_eval: bool = True
     mate_score: int = 100000  # 0 = keep positions after mate scores
     max_eval: int | None = None
+    # hcpe3 (whose games the filters above do not touch): dlshogi's --temperature on visit counts
+    temperature: float = 1.0
 
     def allowed_endings(self) -> set[str]:
         allowed = set(self.endings)

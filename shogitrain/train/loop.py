@@ -28,7 +28,7 @@ from shogitrain.device import pick_device, retain_freed_memory
 from shogitrain.features import FEATURE_VERSION
 from shogitrain.shards.reader import ShardDataset, manifest_hash
 from shogitrain.train import TrainingError
-from shogitrain.train.checkpoint import load_checkpoint, save_checkpoint
+from shogitrain.train.checkpoint import check_feature_set, load_checkpoint, save_checkpoint
 from shogitrain.train.data import RowPrefetcher, game_min_ratings, make_batch
 from shogitrain.train.distributed import all_reduce_mean, init_distributed, shutdown
 from shogitrain.train.evaluation import evaluate_dataset
@@ -176,7 +176,7 @@ class _Trainer:
             done, data.steps_per_epoch)
 
         def load_batch(rows):
-            return make_batch(rows, run.device, data.min_ratings)
+            return make_batch(rows, run.device, data.min_ratings, cfg.model.input2_planes)
 
         # Rows are gathered in the prefetch thread; where it does not take a core from the step, they
         # are also copied and encoded there (make_batch) while this step trains.
@@ -262,6 +262,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         retain_freed_memory()
     run_dir = Path(cfg.run.dir) / run_name(cfg)
     checkpoint = _checkpoint_to_resume(run_dir, resume, dist.is_main)
+    if checkpoint is not None:
+        check_feature_set(checkpoint, cfg.model.input2_planes)
 
     torch.manual_seed(cfg.train.seed)
     data = RunData.open(cfg, dist.world_size)

@@ -44,22 +44,30 @@ def main():
 @click.option("--max-eval", default=None, type=int, help="Cut a game at the first |score| above this.")
 @click.option("--dedupe", is_flag=True, help="Drop repeated games (same start position and moves).")
 @click.option("--dedupe-test", is_flag=True, help="Drop test positions that also occur in the train split.")
+@click.option("--average-duplicates", is_flag=True,
+              help="Merge identical train positions into one, averaging policy, value and result (dlshogi's --use_average).")
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="hcpe3: temperature on the visit counts of the policy targets (dlshogi's --temperature).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def prepare(inputs, out, test_fraction, test_data, seed, workers, draws, endings, min_moves, min_rating,
-            require_eval, mate_score, max_eval, dedupe, dedupe_test, overwrite, quiet):
-    """Convert game records (CSA, KIF, SFEN lines, hcpe) in INPUTS (files or directories) into shards."""
+            require_eval, mate_score, max_eval, dedupe, dedupe_test, average_duplicates, temperature, overwrite,
+            quiet):
+    """Convert game records (CSA, KIF, SFEN lines, hcpe, hcpe3; also inside .zip / .tar[.gz|.xz|.bz2] /
+    .7z archives) in INPUTS (files or directories) into shards."""
     from shogitrain.prepare import PrepareError, prepare as run_prepare, summarize
     from shogitrain.records.filters import GameFilter
 
     game_filter = GameFilter(
         endings=tuple(e.strip() for e in endings.split(",") if e.strip()), draws=draws, min_moves=min_moves,
         min_rating=min_rating, require_eval=require_eval, mate_score=mate_score, max_eval=max_eval,
+        temperature=temperature,
     )
     try:
         report = run_prepare(
             inputs, out, test_fraction=test_fraction, seed=seed, workers=workers or None, test_data=test_data,
-            game_filter=game_filter, dedupe=dedupe, dedupe_test=dedupe_test, overwrite=overwrite,
+            game_filter=game_filter, dedupe=dedupe, dedupe_test=dedupe_test,
+            average_duplicates=average_duplicates, overwrite=overwrite,
             progress=not quiet,
         )
     except PrepareError as e:
@@ -171,6 +179,26 @@ def compare(run_dirs, out, names):
     except ReportError as e:
         raise _user_error(e) from None
     click.echo(f"report: {report}")
+
+
+@main.command(name="export-data")
+@click.argument("dataset", type=click.Path())
+@click.option("--format", "fmt", required=True, type=click.Choice(["hcpe", "hcpe3"]), help="dlshogi's file format.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]))
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output file.")
+def export_data(dataset, fmt, split, out):
+    """Write a split of a prepared DATASET as dlshogi's hcpe or hcpe3, for dlshogi's own trainer."""
+    from shogitrain.shards.export_data import export_data as write_split
+    from shogitrain.shards.reader import DatasetError
+
+    try:
+        result = write_split(dataset, fmt, split, out)
+    except DatasetError as e:
+        raise _user_error(e) from None
+    except OSError as e:
+        raise click.ClickException(f"{out}: cannot write ({e.strerror or e})") from None
+    games = f", {result['games']} games" if fmt == "hcpe3" else ""
+    click.echo(f"{result['path']} ({fmt}): {result['positions']} positions{games} from {dataset} [{split}]")
 
 
 @main.command()

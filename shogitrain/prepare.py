@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from shogitrain import __version__
-from shogitrain.records.archives import ArchiveError, ArchiveMember, archive_kind, archive_members, close_archives
+from shogitrain.records.archives import (
+    ArchiveError, ArchiveMember, archive_kind, archive_members, close_archives, require_support,
+)
 from shogitrain.records.filters import GameFilter
 from shogitrain.shards.convert import games_rows
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE
@@ -857,6 +859,11 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
     files = [(p, None) for p in find_inputs(inputs)] + [(p, "test") for p in test_files]
     if not files:
         raise PrepareError(f"no record files ({', '.join(sorted(RECORD_SUFFIXES))}) found in the inputs")
+    for path, _ in files:
+        try:
+            require_support(path)
+        except ArchiveError as e:
+            raise PrepareError(str(e)) from None
     with _output_directory(Path(out), overwrite) as tmp, _Spool(tmp / ".skipped.jsonl") as skipped, \
             _Spool(tmp / ".flagged.jsonl") as flagged:
         splits, sources, games_read, recovered = _stream_games(

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 
 __all__ = ["ARCHIVE_SUFFIXES", "ArchiveMember", "ArchiveError", "archive_kind", "archive_members", "read_member",
-           "close_archives"]
+           "close_archives", "require_support"]
 
 _KINDS = {".zip": "zip", ".tar": "tar", ".tar.gz": "stream", ".tgz": "stream", ".tar.xz": "stream",
           ".txz": "stream", ".tar.bz2": "stream", ".tbz2": "stream", ".7z": "7z"}
@@ -52,6 +52,15 @@ def archive_kind(path) -> str | None:
     """'zip', 'tar', 'stream' (compressed tar), '7z', or None when ``path`` is not an archive by name."""
     name = str(path).lower()
     return next((kind for suffix, kind in _KINDS.items() if name.endswith(suffix)), None)
+
+
+def require_support(path) -> None:
+    """Raise ArchiveError naming the missing optional dependency when ``path`` cannot be read here."""
+    if archive_kind(path) == "7z":
+        try:
+            import py7zr  # noqa: F401
+        except ImportError:
+            raise ArchiveError(f"{path}: {INSTALL_7Z}") from None
 
 
 def _records(names_sizes, suffixes):

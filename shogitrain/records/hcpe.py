@@ -46,7 +46,8 @@ from shogitrain.shogi.vocabulary import (
     FU, GI, HAND_INDEX, HI, KA, KE, KI, KY, OU, PROMOTED_OFFSET, WHITE_OFFSET, usi_from_move16,
 )
 
-__all__ = ["HCPE_DTYPE", "read_hcpe", "hcpe_records", "decode_hcp", "encode_hcp", "hcp_states", "hcpe_games"]
+__all__ = ["HCPE_DTYPE", "read_hcpe", "hcpe_records", "decode_hcp", "encode_hcp", "hcp_states", "hcpe_games",
+           "follow_games"]
 
 HCPE_DTYPE = np.dtype(
     [("hcp", "u1", (32,)), ("eval", "<i2"), ("bestMove16", "<u2"), ("gameResult", "u1"), ("dummy", "u1")]
@@ -230,28 +231,31 @@ def encode_hcp(board: np.ndarray, hand: np.ndarray, turn: np.ndarray) -> np.ndar
 
 def hcpe_games(records: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, str]]]:
     """Recover the games of hcpe ``records``: (states u1[N, 96], games as (first, stop) record ranges,
-    bad records as (index, reason)).
-
-    A record continues the game of the previous one when its position is the previous position after
-    the previous ``bestMove16`` and both have the same ``gameResult``; any other record starts a new game.
-    A record that does not decode, is not a legal position, or whose ``bestMove16`` is not legal in it
-    is bad: it is left out and ends its game.
-    """
+    bad records as (index, reason)); see :func:`follow_games`. A record that does not decode is bad."""
     states, ok = hcp_states(records["hcp"])
-    results = records["gameResult"].tolist()
-    moves = records["bestMove16"].tolist()
+    games, bad = follow_games(states, records["bestMove16"], records["gameResult"], ok)
+    return states, games, bad
+
+
+def follow_games(states: np.ndarray, moves: np.ndarray, groups=None, ok=None):
+    """Cut consecutive positions into games: (games as (first, stop) ranges, bad positions as (index,
+    reason)). Position i continues the game of position i − 1 when it is that position after move
+    ``moves[i − 1]`` (and ``groups`` — e.g. the game results — are equal); any other position starts a
+    new game. A position that is not legal (or not ``ok``), or whose move is not legal in it, is bad:
+    it is left out and ends its game."""
+    groups = [0] * len(states) if groups is None else np.asarray(groups).tolist()
+    moves = np.asarray(moves).tolist()
     games: list[tuple[int, int]] = []
     bad: list[tuple[int, str]] = []
-    position = None   # the position after the last kept record's move, while a game is open
+    position = None   # the position after the last kept move, while a game is open
     first = 0
-    for i in range(len(records)):
+    for i in range(len(states)):
         state = states[i].tobytes()
-        continues = position is not None and position.st == state and results[i] == results[i - 1]
-        if not continues:
+        if not (position is not None and position.st == state and groups[i] == groups[i - 1]):
             if position is not None:
                 games.append((first, i))
             position, first = None, i
-            if not ok[i]:
+            if ok is not None and not ok[i]:
                 bad.append((i, "bad Huffman code: the record does not decode to a position"))
                 continue
             try:
@@ -267,5 +271,5 @@ def hcpe_games(records: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]], 
                 games.append((first, i))
             position = None
     if position is not None:
-        games.append((first, len(records)))
-    return states, games, bad
+        games.append((first, len(states)))
+    return games, bad

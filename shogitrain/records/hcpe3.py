@@ -95,7 +95,7 @@ def read_hcpe3_games(raw, first_index: int = 0, base_offset: int = 0):
                 return
             if size - pos < 4 * candidates:
                 yield Hcpe3Problem(index, base_offset + start,
-                                   f"move {m + 1}: candidateNum {candidates} goes beyond the end of the file", True)
+                                   f"truncated game: move {m + 1}: candidateNum {candidates} goes beyond the end of the file", True)
                 return
             infos.append(info)
             visit_spans.append(view[pos:pos + 4 * candidates])

@@ -1,6 +1,8 @@
 """dlshogi's training files → shard rows: the games recovered from hcpe, the games of hcpe3 with their
 visit-count policy targets. ``prepare`` calls these in its workers; each bad record or game becomes a
-report entry (``file``, ``record``: its index in the file, ``reason``) and the rest is kept.
+report entry (``file``, ``record``: its index in the file, ``reason``) and the rest is kept. Neither
+format records the ply: a game that starts from the standard start position numbers its positions
+1, 2, …, others get ply 0 (unknown).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shogitrain.records.hcpe import HCPE_DTYPE, hcp_states, hcpe_games, hcpe_records
+from shogitrain.records.hcpe import hcp_states, hcpe_games, hcpe_records
 from shogitrain.records.hcpe3 import (
     Hcpe3Problem, read_hcpe3_games, replay_hcpe3_game, result_meta, visit_weights,
 )
 from shogitrain.shards.convert import hcpe_result_codes, result_codes
 from shogitrain.shards.format import POSITION_DTYPE
 from shogitrain.shards.targets import PAIR_DTYPE, TARGET_DTYPE
+from shogitrain.shogi.vocabulary import STARTPOS_SFEN, parse_sfen
 
 _ROW = POSITION_DTYPE.itemsize
 # A game recovered from an hcpe piece may run past the piece's end by at most this many records.
@@ -34,10 +37,22 @@ class BinaryGame:
     pairs: np.ndarray | None = None
 
 
-def _rows(states: np.ndarray, move16, evals, result) -> np.ndarray:
+def _startpos_state() -> bytes:
+    board, hand, turn, _ = parse_sfen(STARTPOS_SFEN)
+    return bytes(board) + bytes(hand[0]) + bytes(hand[1]) + bytes([turn])
+
+
+_STARTPOS = _startpos_state()
+
+
+def _rows(states: np.ndarray, move16, evals, result, start: bytes, moves_in) -> np.ndarray:
+    """Rows of positions ``states``: ply = 1 + ``moves_in`` (moves played since ``start``) when the game
+    starts from the standard start position, else 0."""
     rows = np.zeros(len(states), POSITION_DTYPE)
     rows.view(np.uint8).reshape(len(states), _ROW)[:, :96] = states
     rows["move16"], rows["eval"], rows["result"] = move16, evals, result
+    if start == _STARTPOS:
+        rows["ply"] = np.minimum(np.asarray(moves_in) + 1, 0xFFFF)
     return rows
 
 
@@ -51,17 +66,17 @@ def hcpe_file_games(raw: bytes, source: str, first: int = 0, own: tuple[int, int
     only its bad records; ``raw`` then reaches up to HCPE_OVERRUN records past it."""
     records, tail = hcpe_records(raw)
     lo, hi = own if own is not None else (first, first + len(records))
-    skipped = [_skip(source, first + len(records), f"truncated record: {tail} of 38 bytes at the end of the file")
-               ] if tail and own is None else []
     states, spans, bad = hcpe_games(records)
-    skipped += [_skip(source, first + i, why) for i, why in bad if lo <= first + i < hi]
+    skipped = [_skip(source, first + i, why) for i, why in bad if lo <= first + i < hi]
+    if tail and hi == first + len(records):      # this piece holds the end of the file
+        skipped.append(_skip(source, hi, f"truncated record: {tail} of 38 bytes at the end of the file"))
     games = []
     for a, b in spans:
         if not lo <= first + a < hi:
             continue
         part = records[a:b]
         rows = _rows(states[a:b], part["bestMove16"], part["eval"],
-                     hcpe_result_codes(part["gameResult"], states[a:b, 95]))
+                     hcpe_result_codes(part["gameResult"], states[a:b, 95]), states[a].tobytes(), np.arange(b - a))
         result = int(part["gameResult"][0])
         meta = {"source": source, "line": None, "format": "hcpe", "records": [first + a, first + b],
                 "endgame": None, "winner": {1: 0, 2: 1}.get(result), "moves": b - a}
@@ -120,20 +135,10 @@ def _hcpe3_game(game, start: bytes, winner: int | None, temperature: float):
     states = np.frombuffer(positions.states, np.uint8).reshape(len(kept), 96)
     black, white = result_codes(winner, winner is None)
     rows = _rows(states, game.moves["selectedMove16"][kept], game.moves["eval"][kept],
-                 np.where(states[:, 95] == 0, black, white))
+                 np.where(states[:, 95] == 0, black, white), start, kept)
     pairs = np.zeros(len(picked), PAIR_DTYPE)
     pairs["move16"], pairs["weight"] = game.visits["move16"][picked], weights
     targets = np.zeros(len(kept), TARGET_DTYPE)
     targets["start"], targets["count"] = offsets, counts
     targets["result"] = rows["result"] / np.float32(2)
     return rows, targets, pairs
-
-
-def hcpe_piece_window(index: int, start: int, stop: int, records: int) -> tuple[int, int]:
-    """Record range to read for the piece ``start:stop`` of a file of ``records`` records: one record
-    before (does the first game continue from the previous piece?) and HCPE_OVERRUN after."""
-    del index
-    return max(start - 1, 0), min(stop + HCPE_OVERRUN, records)
-
-
-HCPE_RECORD = HCPE_DTYPE.itemsize

@@ -567,7 +567,7 @@ class _RowSink:
         base = g.block
         if base is None or base is not self.base or split != self.split or g.block_start != self.stop:
             self.flush()
-            if base is None:  # rows of their own (hcpe)
+            if base is None:  # rows of their own, not a view of a worker's array
                 writer = self.writers[split]
                 row_start = writer.positions
                 g.rows["game"] = game_id
@@ -918,6 +918,10 @@ def summarize(report: dict, out) -> str:
     lines = [
         f"{out}: {report['games_kept']} of {report['games_read']} games kept, {report['positions']} positions",
     ]
+    if report.get("hcpe_games_recovered"):
+        lines.append(f"  {report['hcpe_games_recovered']} games recovered from hcpe records")
+    if report.get("train_positions_merged_as_duplicates"):
+        lines.append(f"  {report['train_positions_merged_as_duplicates']} train positions merged into their duplicates")
     for reason, n in report["skipped_by_reason"].items():
         lines.append(f"  skipped {n:6d}  {reason}")
     if report["flagged_total"]:

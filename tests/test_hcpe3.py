@@ -34,6 +34,28 @@ def test_dtypes_follow_dlshogi_layout():
     assert (HCPE3_DTYPE.itemsize, MOVE_INFO_DTYPE.itemsize, MOVE_VISITS_DTYPE.itemsize) == (36, 6, 4)
 
 
+def test_framing_matches_an_independent_numpy_reading():
+    games = games_from_csa(SELFPLAY[:6], np.random.default_rng(9))
+    raw = b"".join(game_bytes(*g) for g in games)
+    ours = list(read_hcpe3_games(raw))
+    pos = 0
+    for game in ours:       # walk the file with the writer's dtypes, record by record
+        header = np.frombuffer(raw, HuffmanCodedPosAndEval3, 1, pos)
+        assert game.offset == pos and game.header.tobytes() == header.tobytes()
+        pos += HuffmanCodedPosAndEval3.itemsize
+        infos, visits = [], []
+        for _ in range(int(header["moveNum"][0])):
+            info = np.frombuffer(raw, MoveInfo, 1, pos)
+            pos += MoveInfo.itemsize
+            n = int(info["candidateNum"][0])
+            infos.append(info.tobytes())
+            visits.append(np.frombuffer(raw, MoveVisits, n, pos).tobytes())
+            pos += n * MoveVisits.itemsize
+        assert game.moves.tobytes() == b"".join(infos) and game.visits.tobytes() == b"".join(visits)
+        assert game.raw == raw[game.offset:pos]
+    assert pos == len(raw) and len(ours) == len(games)
+
+
 def _expected(game, temperature=1.0):
     """What dlshogi trains on, worked out with cshogi: per kept move (board, hand, turn, move16, eval,
     [(candidate move16, weight)])."""

@@ -86,11 +86,13 @@ def archive_members(path, suffixes):
             with tarfile.open(path, "r:") as t:
                 found = [(m.name, m.size, m.offset_data) for m in t if m.isfile()]
             yield from _mark(path, _records(found, suffixes))
+        elif kind == "stream":
+            yield from _with_last(path, _read_ahead(_tar_stream(path, suffixes)))
         else:
-            yield from _with_last(path, _tar_stream(path, suffixes) if kind == "stream" else _7z_stream(path, suffixes))
+            yield from _with_last(path, _7z_stream(path, suffixes))
     except ArchiveError:
         raise
-    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, ValueError, RuntimeError) as e:
+    except Exception as e:   # zip, tar, lzma, bz2, zlib, py7zr: each library its own errors
         raise ArchiveError(f"{path}: unreadable archive ({type(e).__name__}: {e})") from None
 
 
@@ -103,6 +105,71 @@ def _with_last(path: str, stream):
         held = (name, data)
     if held is not None:
         yield ArchiveMember(path, held[0], i, True, len(held[1]), data=held[1])
+
+
+class _Stopped(Exception):
+    """The reading side has gone: the producer stops."""
+
+
+class _Handoff:
+    """Items passed from a producer thread to the reading side through a bounded queue (decompression
+    releases the GIL: it overlaps the reading side's work). The producer's exception is raised on the
+    reading side, in order; once the reading side stops, the producer's next ``put`` raises _Stopped."""
+
+    _END = object()
+
+    def __init__(self, depth: int):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+
+    def put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def run(self, produce):
+        """Run ``produce(self)`` in a thread; yield what it puts."""
+        def target() -> None:
+            try:
+                produce(self)
+                self.put(self._END)
+            except _Stopped:
+                pass
+            except BaseException as e:
+                try:
+                    self.put(e)
+                except _Stopped:
+                    pass
+
+        worker = threading.Thread(target=target, daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = self.queue.get()
+                if item is self._END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.stop.set()
+            worker.join()
+
+
+def _read_ahead(members, depth: int = 8):
+    """The items of the generator ``members``, produced by a thread up to ``depth`` ahead."""
+    def produce(handoff: _Handoff) -> None:
+        try:
+            for item in members:
+                handoff.put(item)
+        finally:
+            members.close()
+
+    return _Handoff(depth).run(produce)
 
 
 def _tar_stream(path: str, suffixes):
@@ -119,18 +186,7 @@ def _7z_stream(path: str, suffixes):
         from py7zr.io import Py7zIO, WriterFactory
     except ImportError:
         raise ArchiveError(f"{path}: {INSTALL_7Z}") from None
-    members: queue.Queue = queue.Queue(maxsize=4)
-    stop = threading.Event()
-    end = object()
-
-    def put(item) -> None:
-        while not stop.is_set():
-            try:
-                members.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise ArchiveError("stopped")
+    handoff = _Handoff(4)
 
     class Member(Py7zIO):
         def __init__(self, name: str):
@@ -152,39 +208,22 @@ def _7z_stream(path: str, suffixes):
             return self.buffer.tell()
 
         def close(self):                   # py7zr calls it when the member is complete
-            put((self.name, self.buffer.getvalue()))
+            handoff.put((self.name, self.buffer.getvalue()))
             self.buffer = io.BytesIO()
 
     class Factory(WriterFactory):
         def create(self, filename: str) -> Py7zIO:
             return Member(filename)
 
-    def extract(f) -> None:
-        try:
-            with py7zr.SevenZipFile(f) as z:    # a file object: py7zr extracts in order, in one thread
-                names = [n for n, _, _ in _records([(i.filename, 0, None) for i in z.list() if not i.is_directory],
-                                                   suffixes)]
-                if names:
-                    z.extract(targets=names, factory=Factory())
-            put(end)
-        except BaseException as e:           # handed to the reading side, which raises it
-            if not stop.is_set():
-                put(e)
+    def produce(_) -> None:
+        # from a file object, py7zr extracts in archive order, in one thread
+        with open(path, "rb") as f, py7zr.SevenZipFile(f) as z:
+            names = [n for n, _, _ in _records([(i.filename, 0, None) for i in z.list() if not i.is_directory],
+                                               suffixes)]
+            if names:
+                z.extract(targets=names, factory=Factory())
 
-    with open(path, "rb") as f:
-        worker = threading.Thread(target=extract, args=(f,), daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = members.get()
-                if item is end:
-                    return
-                if isinstance(item, BaseException):
-                    raise ArchiveError(f"{path}: unreadable archive ({type(item).__name__}: {item})")
-                yield item
-        finally:
-            stop.set()
-            worker.join()
+    return handoff.run(produce)
 
 
 _OPEN: dict = {}   # archives a process has open for read_member: path → ZipFile or file object

@@ -45,7 +45,8 @@ def main():
 @click.option("--dedupe", is_flag=True, help="Drop repeated games (same start position and moves).")
 @click.option("--dedupe-test", is_flag=True, help="Drop test positions that also occur in the train split.")
 @click.option("--average-duplicates", is_flag=True,
-              help="Merge identical train positions into one, averaging policy, value and result (dlshogi's --use_average).")
+              help="Merge identical train positions into one, averaging policy, value and result "
+                   "(dlshogi's --use_average).")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="hcpe3: temperature on the visit counts of the policy targets (dlshogi's --temperature).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")

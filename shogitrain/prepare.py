@@ -388,7 +388,8 @@ def _open_item(item) -> tuple[FileResult, bytes | None]:
         try:
             return result, read_member(item)
         except Exception as e:  # a damaged member: report it, keep the others
-            result.skipped.append({"file": item.path, "line": None, "reason": f"unreadable member: {type(e).__name__}: {e}"})
+            why = f"unreadable member: {type(e).__name__}: {e}"
+            result.skipped.append({"file": item.path, "line": None, "reason": why})
             return result, None
     p = os.fspath(item)
     if os.path.splitext(p)[1].lower() in {".csa"} | BINARY_SUFFIXES and os.path.isfile(p):

@@ -261,7 +261,8 @@ def test_hcpe3_export_cuts_games_where_dlshogi_skips_positions(hcpe3_games, tmp_
     path = tmp_path / "gaps.hcpe3"
     path.write_bytes(game_bytes(sfen, moves, result))
     prepare([path], tmp_path / "ds", test_fraction=0, workers=1, progress=False)
-    CliRunner().invoke(main, ["export-data", str(tmp_path / "ds"), "--format", "hcpe3", "--out", str(tmp_path / "b.hcpe3")])
+    CliRunner().invoke(main, ["export-data", str(tmp_path / "ds"), "--format", "hcpe3",
+                              "--out", str(tmp_path / "b.hcpe3")])
     exported = (tmp_path / "b.hcpe3").read_bytes()
     assert len(list(read_hcpe3_games(exported))) == 3
     (original,), _, _ = hcpe3_file_games(path.read_bytes(), "a", 1.0)

@@ -72,30 +72,32 @@ def read_hcpe3_games(raw, first_index: int = 0, base_offset: int = 0):
     pos, index = 0, first_index
     while pos < size:
         start = pos
+
+        def fatal(reason: str) -> Hcpe3Problem:
+            return Hcpe3Problem(index, base_offset + start, reason, True)
+
         if size - pos < HCPE3_DTYPE.itemsize:
-            yield Hcpe3Problem(index, base_offset + start, f"truncated game: {size - pos} bytes of a 36-byte header", True)
+            yield fatal(f"truncated game: {size - pos} bytes of a 36-byte header")
             return
         header = np.frombuffer(view, HCPE3_DTYPE, 1, pos)[0]
         move_num = int(header["moveNum"])
         if move_num > MAX_MOVES:
-            yield Hcpe3Problem(index, base_offset + start, f"moveNum {move_num} > {MAX_MOVES}: not an hcpe3 game", True)
+            yield fatal(f"moveNum {move_num} > {MAX_MOVES}: not an hcpe3 game")
             return
         pos += HCPE3_DTYPE.itemsize
         infos, visit_spans = [], []
         for m in range(move_num):
             if size - pos < _MOVE_INFO.size:
-                yield Hcpe3Problem(index, base_offset + start, f"truncated game: the file ends in move {m + 1} of {move_num}", True)
+                yield fatal(f"truncated game: the file ends in move {m + 1} of {move_num}")
                 return
             info = _MOVE_INFO.unpack_from(view, pos)
             pos += _MOVE_INFO.size
             candidates = info[2]
             if candidates > MAX_CANDIDATES:
-                yield Hcpe3Problem(index, base_offset + start,
-                                   f"move {m + 1}: candidateNum {candidates} > {MAX_CANDIDATES}: not an hcpe3 game", True)
+                yield fatal(f"move {m + 1}: candidateNum {candidates} > {MAX_CANDIDATES}: not an hcpe3 game")
                 return
             if size - pos < 4 * candidates:
-                yield Hcpe3Problem(index, base_offset + start,
-                                   f"truncated game: move {m + 1}: candidateNum {candidates} goes beyond the end of the file", True)
+                yield fatal(f"truncated game: move {m + 1}: candidateNum {candidates} goes beyond the end of the file")
                 return
             infos.append(info)
             visit_spans.append(view[pos:pos + 4 * candidates])

@@ -127,8 +127,10 @@ def _apply(plan, groups, group_pairs):
         new["result"][merged] = group["result"]
         out = np.zeros(int(new["count"].sum()), PAIR_DTYPE)
         same = ~merged
-        out[pair_indices(new["start"][same], new["count"][same])] = pairs[pair_indices(targets["start"][same], counts[same])]
-        out[pair_indices(new["start"][merged], group["count"])] = group_pairs[pair_indices(group["start"], group["count"])]
+        old_pairs = pairs[pair_indices(targets["start"][same], counts[same])]
+        out[pair_indices(new["start"][same], new["count"][same])] = old_pairs
+        averaged = group_pairs[pair_indices(group["start"], group["count"])]
+        out[pair_indices(new["start"][merged], group["count"])] = averaged
         return select(rows, (new, out), mine != DROPPED)
     return edit
 

@@ -686,6 +686,7 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             "test_data": [str(p) for p in test_files],
             "seed": seed,
             "sources": sources,
+            "games_sha256": _sha256(tmp / "games.jsonl"),
             "shogitrain_version": __version__,
         }
         report = {

@@ -12,7 +12,7 @@ import sys
 import click
 
 from shogitrain import __version__
-from shogitrain.names import AMP_MODES, ARCHS
+from shogitrain.names import AMP_MODES, ARCHS, DEFAULT_MAX_MOVES
 
 
 def _is_user_error(e: BaseException) -> bool:
@@ -72,6 +72,8 @@ _FILTER_OPTIONS = (
                  help="Cut a game at the first |score| ≥ this (0 = keep everything)."),
     click.option("--max-eval", default=None, type=click.IntRange(min=0),
                  help="Cut a game at the first |score| above this."),
+    click.option("--max-moves", default=DEFAULT_MAX_MOVES, show_default=True, type=click.IntRange(min=1),
+                 help="A game ends (a draw) after this many moves when its record states no 'Max_Moves."),
 )
 
 
@@ -82,12 +84,12 @@ def _filter_options(command):
     return command
 
 
-def _game_filter(draws, endings, min_moves, min_rating, require_eval, mate_score, max_eval):
+def _game_filter(draws, endings, min_moves, min_rating, require_eval, mate_score, max_eval, max_moves):
     from shogitrain.records.filters import GameFilter
 
     return GameFilter(endings=tuple(e.strip() for e in endings.split(",") if e.strip()), draws=draws,
                       min_moves=min_moves, min_rating=min_rating, require_eval=require_eval,
-                      mate_score=mate_score, max_eval=max_eval)
+                      mate_score=mate_score, max_eval=max_eval, max_moves=max_moves)
 
 
 @main.command()

@@ -18,8 +18,8 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["LockError", "WriteError", "atomic_write", "exclusive_lock", "remove_stale_temps", "strict_json",
-           "temp_name", "write_error"]
+__all__ = ["LockError", "WriteError", "atomic_write", "exclusive_lock", "printable", "remove_stale_temps",
+           "strict_json", "temp_name", "write_error"]
 
 
 class WriteError(Exception):
@@ -28,6 +28,12 @@ class WriteError(Exception):
 
 class LockError(Exception):
     """An output another live process is writing."""
+
+
+def printable(path) -> str:
+    """A path as text that can be written anywhere: bytes that are not UTF-8 (a file name from
+    another system's encoding) appear as ``\\xNN`` escapes instead of breaking the JSON writer."""
+    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def strict_json(value):

@@ -22,6 +22,9 @@ PARAMETER_GROUPS = (
     "stem", "blocks", "policy_head", "value_head", "policy_final", "value_final",
     "gains", "biases", "norm",
 )
+# Moves kept at most per game when its record states no limit ('Max_Moves:N): the game ends there, a
+# draw. Real games are far shorter (floodgate plays to 256 or 512 moves, tournaments to 320).
+DEFAULT_MAX_MOVES = 1000
 AMP_MODES = ("off", "bf16", "fp16")  # 'auto' (config and CLI) resolves to fp16 on CUDA, off on CPU
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "nlcg")
 SCHEDULES = ("constant", "step", "cosine")

@@ -98,9 +98,9 @@ class ShardDataset:
     def __len__(self) -> int:
         return self.length
 
-    def rows(self, indices) -> np.ndarray:
-        """Rows at the given global indices (any order), gathered shard by shard and checked
-        (``invalid_rows``): a bad row is a DatasetError naming its shard file and row."""
+    def rows(self, indices, check: bool = True) -> np.ndarray:
+        """Rows at the given global indices (any order), gathered shard by shard and (``check``)
+        checked by ``invalid_rows``: a bad row is a DatasetError naming its shard file and row."""
         indices = np.asarray(indices, dtype=np.int64)
         if len(self.shards) == 1:
             out = np.asarray(self.shards[0][indices])
@@ -110,8 +110,8 @@ class ShardDataset:
             for s in np.unique(shard_of):
                 mask = shard_of == s
                 out[mask] = self.shards[s][indices[mask] - self.offsets[s]]
-        problems = invalid_rows(out)
-        if problems.any():
+        problems = invalid_rows(out) if check else None
+        if check and problems.any():
             bad = int(np.flatnonzero(problems)[0])
             shard = int(np.searchsorted(self.offsets, indices[bad], side="right") - 1)
             raise DatasetError(f"{self.files[shard]}: row {int(indices[bad] - self.offsets[shard])}: "
@@ -119,8 +119,8 @@ class ShardDataset:
                                f"{self.root}`)")
         return out
 
-    def slice(self, start: int, stop: int) -> np.ndarray:
-        return self.rows(np.arange(start, min(stop, self.length)))
+    def slice(self, start: int, stop: int, check: bool = True) -> np.ndarray:
+        return self.rows(np.arange(start, min(stop, self.length)), check)
 
     def batch_indices(self, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                       shuffle: bool = True, drop_last: bool = True):

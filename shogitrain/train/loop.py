@@ -387,7 +387,7 @@ def _train(cfg: Config, dist, device: torch.device, data: RunData, run_dir: Path
         trainer.save()
         if dist.is_main:
             bar.write(f"interrupted at step {run.state.step}: checkpoint saved to {run_dir / 'checkpoint.pt'}; "
-                      "continue with --resume")
+                      "continue with --resume", file=sys.stderr)
         raise
     finally:
         bar.close()

@@ -19,7 +19,7 @@ from conftest import REPO, SAMPLE
 from shogitrain.cli import main
 from shogitrain.config import ConfigError, load_config
 from shogitrain.files import LockError, WriteError, exclusive_lock
-from shogitrain.prepare import PrepareError, prepare
+from shogitrain.prepare import prepare
 from shogitrain.records import read_csa
 from shogitrain.shards.reader import DatasetError, ShardDataset
 from shogitrain.train import TrainingError

@@ -22,7 +22,8 @@ from shogitrain.features import features_from_sfens, move_label  # noqa: E402
 from shogitrain.play.usi import start_engine  # noqa: E402
 
 OPENING = "7g7f 3c3d 2g2f 8c8d 2f2e 8d8e 6i7h 4a3b".split()
-FAST = [("DNN_Batch_Size", "16"), ("PV_Interval", "0"), ("Byoyomi_Margin", "50"), ("Threads", "1")]
+FAST = [("DNN_Batch_Size", "16"), ("PV_Interval", "0"), ("Byoyomi_Margin", "50"), ("Threads", "1"),
+        ("C_init", "150")]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,11 @@ def engine_script(tmp_path, model, *settings) -> str:
 
 @pytest.fixture(scope="module")
 def shared_engine(nets, tmp_path_factory):
+    """One engine process for most tests (starting one costs seconds)."""
     e = Engine(engine_script(tmp_path_factory.mktemp("engine"), nets[0]))
-    e.isready()
+    messages = []
+    e.isready(listener=messages.append)
+    e.load_messages = messages
     yield e
     e.quit()
 
@@ -77,20 +81,16 @@ def is_legal(sfen_moves: list[str], move: str) -> bool:
     return board.move_from_usi(move) in board.legal_moves
 
 
-def test_handshake_and_options(nets, tmp_path):
-    e = Engine(engine_script(tmp_path, nets[0], ("C_init", "150")))
-    assert e.name.startswith("shogitrain")
-    lines = e.usi()
+def test_handshake_and_options(engine, nets):
+    assert engine.name.startswith("shogitrain")
+    lines = engine.usi()
     options = {line.split()[2]: line for line in lines if line.startswith("option name")}
     for name in ("DNN_Model", "Device", "DNN_Batch_Size", "Const_Playout", "C_init", "C_base", "Mode",
                  "Softmax_Temperature", "Policy_Temperature", "Resign_Threshold", "Byoyomi_Margin", "USI_Ponder"):
         assert name in options
     assert "type spin default 150 min 0 max 500" in options["C_init"]        # the command line's value
     assert str(nets[0]) in options["DNN_Model"]
-    messages = []
-    e.isready(listener=messages.append)
-    assert any("loaded checkpoint tiny.pt" in m for m in messages)
-    e.quit()
+    assert any("loaded checkpoint tiny.pt" in m for m in engine.load_messages)
 
 
 def test_a_game_of_legal_moves_with_full_info_lines(engine):
@@ -171,58 +171,79 @@ def test_declaration_win_and_resignation(engine):
     assert engine.go(nodes=10)[0] == "resign"
 
 
-def test_policy_mode_plays_the_independent_argmax(nets, tmp_path):
+def test_policy_mode_plays_the_independent_argmax(engine, nets):
     """The engine's policy move = the argmax over legal moves of the unfused model's logits at
     shogitrain's move labels (python-side features, no cshogi in the computation)."""
-    checkpoint, model, _ = nets
-    e = Engine(engine_script(tmp_path, checkpoint, ("Mode", "policy")))
-    e.isready()
-    board = cshogi.Board()
-    for ply in range(len(OPENING) + 1):
-        e.position(OPENING[:ply])
-        sfen = board.sfen()
-        x1, x2 = features_from_sfens([sfen])
-        with torch.no_grad():
-            logits, _ = model(x1, x2)
-        legal = [cshogi.move_to_usi(m) for m in board.legal_moves]
-        expected = max(legal, key=lambda m: float(logits[0, move_label(sfen, m)]))
-        assert e.go(nodes=1)[0] == expected
-        if ply < len(OPENING):
-            board.push_usi(OPENING[ply])
-    e.quit()
+    model = nets[1]
+    engine.setoption("Mode", "policy")
+    try:
+        board = cshogi.Board()
+        for ply in range(len(OPENING) + 1):
+            engine.position(OPENING[:ply])
+            sfen = board.sfen()
+            x1, x2 = features_from_sfens([sfen])
+            with torch.no_grad():
+                logits, _ = model(x1, x2)
+            legal = [cshogi.move_to_usi(m) for m in board.legal_moves]
+            expected = max(legal, key=lambda m: float(logits[0, move_label(sfen, m)]))
+            assert engine.go(nodes=1)[0] == expected
+            if ply < len(OPENING):
+                board.push_usi(OPENING[ply])
+    finally:
+        engine.setoption("Mode", "mcts")
 
 
-def test_onnx_and_checkpoint_engines_agree(nets, tmp_path):
-    checkpoint, _, onnx = nets
-    answers = []
-    for model, sub in ((checkpoint, "ck"), (onnx, "onnx")):
-        (tmp_path / sub).mkdir()
-        e = Engine(engine_script(tmp_path / sub, model))
-        messages = []
-        e.isready(listener=messages.append)
-        assert any(("ONNX" in m) == (sub == "onnx") for m in messages if "loaded" in m)
-        moves = []
-        for _ in range(6):
-            e.position(moves)
-            moves.append(e.go(nodes=200)[0])
-        e.setoption("Mode", "policy")
-        e.position(OPENING)
-        answers.append((moves, e.go(nodes=1)[0]))
+def play_six_and_policy(e: Engine) -> tuple[list[str], str]:
+    e.usinewgame()
+    moves = []
+    for _ in range(6):
+        e.position(moves)
+        moves.append(e.go(nodes=200)[0])
+    e.setoption("Mode", "policy")
+    e.position(OPENING)
+    answer = (moves, e.go(nodes=1)[0])
+    e.setoption("Mode", "mcts")
+    return answer
+
+
+def test_onnx_and_checkpoint_engines_agree(engine, nets, tmp_path):
+    e = Engine(engine_script(tmp_path, nets[2]))
+    messages = []
+    e.isready(listener=messages.append)
+    assert any("loaded ONNX tiny.onnx" in m for m in messages)
+    try:
+        assert play_six_and_policy(e) == play_six_and_policy(engine)
+    finally:
         e.quit()
-    assert answers[0] == answers[1]
 
 
 def test_bad_model_is_reported_and_the_engine_keeps_answering(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    for model, reason in ((tmp_path / "missing.pt", "no such model file"), (bad, "not a loadable checkpoint")):
-        proc = subprocess.run([engine_script(tmp_path, model)], capture_output=True, text=True, timeout=60,
-                              input="usi\nisready\nposition startpos\ngo nodes 10\nquit\n")
-        out = proc.stdout.splitlines()
-        error = next(line for line in out if line.startswith("info string error"))
-        assert str(model) in error and reason in error
-        assert out.index(error) < out.index("readyok") and out[-1] == "bestmove resign"
-        assert reason in proc.stderr and "Traceback" not in proc.stderr and proc.returncode == 0
+    missing = tmp_path / "missing.pt"
+    e = Engine(engine_script(tmp_path, missing))
+    out = []
+    for model in (missing, bad):
+        e.setoption("DNN_Model", str(model))
+        e.isready(listener=out.append)
+        e.position([])
+        assert e.go(nodes=10, listener=out.append)[0] == "resign"
+    e.quit()
+    errors = [line for line in out if line.startswith("info string error")]
+    assert len(errors) == 4, out
+    assert str(missing) in errors[0] and "no such model file" in errors[0]
+    assert str(bad) in errors[2] and "not a loadable checkpoint" in errors[2]
+    assert "no model loaded" in errors[1] and "no model loaded" in errors[3]
+    assert out.index(errors[0]) < out.index("readyok")
+    stderr = e_stderr(bad, tmp_path)
+    assert "not a loadable checkpoint" in stderr
+
+
+def e_stderr(model, tmp_path) -> str:
+    proc = subprocess.run([engine_script(tmp_path, model)], input="usi\nisready\nquit\n", capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    return proc.stderr
 
 
 def test_bad_commands_get_one_line_errors(nets, tmp_path):

@@ -61,7 +61,7 @@ OPTIONS = (
     Option("DNN_Batch_Size", "spin", 128, 1, 4096),
     Option("Threads", "spin", 0, 0, 1024),                   # CPU threads of the net; 0: the library's default
     Option("Const_Playout", "spin", 0, 0, 2_000_000_000),    # playouts per move, whatever the clock (0: off)
-    Option("UCT_NodeLimit", "spin", 1_000_000, 1000, 2_000_000_000),
+    Option("UCT_NodeLimit", "spin", 500_000, 1000, 2_000_000_000),   # about 1 KB a node
     Option("C_init", "spin", round(_D.c_init * 100), 0, 500),
     Option("C_base", "spin", int(_D.c_base), 10000, 100000),
     Option("C_fpu_reduction", "spin", round(_D.fpu_reduction * 100), 0, 100),

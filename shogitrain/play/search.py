@@ -269,7 +269,8 @@ class Search:
         x -= np.repeat(np.maximum.reduceat(x, starts), counts)
         np.exp(x, out=x)
         x /= np.repeat(np.add.reduceat(x, starts), counts)
-        order = np.lexsort((-x, node_of))
+        # one sort by node, then by prior (highest first): priors are in (0, 1]
+        order = np.argsort(node_of + (1.0 - x.astype(np.float64)) * 0.5)
         return moves[order].astype(np.int32), x[order], bounds.tolist()
 
     # -------------------------------------------------------------------------------- results

@@ -10,7 +10,7 @@ exploration schedule, first-play urgency and proof handling follow dlshogi (docs
 
 from __future__ import annotations
 
-import math
+from math import log, sqrt
 
 # status of a node for the side to move there
 UNKNOWN, WIN, LOSE, DRAW = 0, 1, 2, 3
@@ -53,8 +53,9 @@ def select_child(node: Node, ex: Exploration) -> int:
         return _select_with_proofs(node, ex)
     n, p = node.n, node.priors
     total = node.visits
-    c = math.log((total + ex.c_base + 1.0) / ex.c_base) + ex.c_init
-    sqrt_total = math.sqrt(total)
+    c_base = ex.c_base
+    c = log((total + c_base + 1.0) / c_base) + ex.c_init
+    sqrt_total = sqrt(total)
     best_i, best = 0, -1.0
     if n:
         cs = c * sqrt_total
@@ -67,7 +68,7 @@ def select_child(node: Node, ex: Exploration) -> int:
     k = len(n)
     if k < len(p):
         wins = node.wins
-        q = wins / total - ex.fpu_reduction * math.sqrt(node.prior_sum) if wins > 0 else 0.0
+        q = wins / total - ex.fpu_reduction * sqrt(node.prior_sum) if wins > 0 else 0.0
         if (q if q > 0.0 else 0.0) + c * (sqrt_total if total else 1.0) * p[k] > best:
             return k
     return best_i
@@ -80,8 +81,8 @@ def _select_with_proofs(node: Node, ex: Exploration) -> int:
         return node.winning_child
     children, n, w, p = node.children, node.n, node.w, node.priors
     total = node.visits
-    c = math.log((total + ex.c_base + 1.0) / ex.c_base) + ex.c_init
-    sqrt_total = math.sqrt(total)
+    c = log((total + ex.c_base + 1.0) / ex.c_base) + ex.c_init
+    sqrt_total = sqrt(total)
     best_i, best = -1, -1.0
     for i in range(len(n)):
         if children[i].status == WIN:
@@ -91,7 +92,7 @@ def _select_with_proofs(node: Node, ex: Exploration) -> int:
             best_i, best = i, value
     k = len(n)
     if k < len(p):
-        q = node.wins / total - ex.fpu_reduction * math.sqrt(node.prior_sum) if node.wins > 0 else 0.0
+        q = node.wins / total - ex.fpu_reduction * sqrt(node.prior_sum) if node.wins > 0 else 0.0
         if (q if q > 0.0 else 0.0) + c * sqrt_total * p[k] > best:
             best_i = k
     return best_i if best_i >= 0 else max(range(len(n)), key=n.__getitem__)

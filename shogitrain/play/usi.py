@@ -260,10 +260,12 @@ class UsiEngine:
             move = root.moves[0]
             self.send(f"info depth 1 nodes 0 score cp {win_rate_to_cp(root.value if root.value is not None else 0.5)} pv {move_to_usi(move)}")
             return move_to_usi(move), None
-        self._search_loop(limits, node_limit, clock)
-        return self._report(clock)
+        seconds = self._search_loop(limits, node_limit, clock)
+        return self._report(seconds)
 
-    def _search_loop(self, limits: Limits, node_limit: int, clock: Clock | None) -> None:
+    def _search_loop(self, limits: Limits, node_limit: int, clock: Clock | None) -> float:
+        """Run batches until stopped, the node limit, the tree limit or the clock; returns the
+        seconds searched (from the ponderhit when pondering)."""
         search, options = self.search, self.options
         batch, tree_limit, interval = options["DNN_Batch_Size"], options["UCT_NodeLimit"], options["PV_Interval"]
         pondering = limits.ponder
@@ -296,7 +298,7 @@ class UsiEngine:
             if interval and (now - last_info) * 1000.0 >= interval:
                 last_info = now
                 self.send(self._info_line(now - started))
-        self._elapsed = time.monotonic() - started
+        return time.monotonic() - started
 
     def _clock_says_stop(self, clock: Clock, batch_ms: float) -> bool:
         search = self.search
@@ -317,14 +319,14 @@ class UsiEngine:
                 f"nodes {stats.playouts} nps {stats.playouts * 1000 // ms} score {score} "
                 f"pv {' '.join(move_to_usi(m) for m in pv)}")
 
-    def _report(self, clock) -> tuple[str, str | None]:
+    def _report(self, seconds: float) -> tuple[str, str | None]:
         from cshogi import move_to_usi
 
         search = self.search
         move, value, pv = search.best()
         if not move:
             return "resign", None
-        self.send(self._info_line(self._elapsed))
+        self.send(self._info_line(seconds))
         if value < self.options["Resign_Threshold"] / 1000 and search.proven() != WIN:
             return "resign", None
         return move_to_usi(move), move_to_usi(pv[1]) if len(pv) > 1 else None

@@ -6,22 +6,16 @@ import torch
 from torch import nn
 
 from shogitrain.features import FEATURE_VERSION
-from shogitrain.models import build_model
 from shogitrain.train.checkpoint import save_checkpoint
+from test_export import trained_tiny
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
-    """A 1-block, 8-channel BN net with random weights and random BatchNorm statistics (so that
-    fusing the BN matters), in eval mode."""
-    torch.manual_seed(seed)
-    model = build_model("bn", blocks=1, channels=8, fc_units=8)
-    g = torch.Generator().manual_seed(seed + 1)
+    """test_export's tiny BN net (two SGD steps, random BatchNorm statistics: fusing them matters)
+    with its policy head sharpened (an untrained net's priors are nearly uniform), in eval mode."""
+    model = trained_tiny("bn", seed)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=g) * 0.2)
-                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=g))
-        model.policy_head.conv.weight.mul_(20.0)     # sharper priors than an untrained net's
+        model.policy_head.conv.weight.mul_(20.0)
     return model.eval()
 
 

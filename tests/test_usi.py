@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,6 +275,11 @@ def test_cli_usi_command(nets, tmp_path):
                           input="usi\nisready\nposition startpos\ngo nodes 20\nquit\n", capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and "readyok" in proc.stdout and "\nbestmove " in proc.stdout
+    console_script = Path(sys.executable).with_name("shogitrain-usi")
+    if not console_script.exists():
+        pytest.skip("the shogitrain-usi console script is not installed (pip install -e .)")
+    bare = subprocess.run([str(console_script)], input="usi\nquit\n", capture_output=True, text=True, timeout=60)
+    assert "option name DNN_Model type string default <empty>" in bare.stdout and "usiok" in bare.stdout
 
 
 def test_missing_cshogi_names_the_extra(monkeypatch):

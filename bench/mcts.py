@@ -1,27 +1,16 @@
-"""Benchmark: MCTS nodes/s of the USI engine's search against the bare batched forward of the net.
+"""Benchmark: the USI engine's search (MCTS) against the bare batched forward of the same net.
 
-    python bench/mcts.py [--nets tiny,5x64] [--batches 1,8,32,64,128,256] [--seconds 2] [--rounds 3]
-                         [--threads N] [--checkpoint NAME=PATH ...] [--device cpu]
+    python bench/mcts.py [--nets tiny,5x64] [--batches 1,8,32,64,128,256] [--seconds 2]
+                         [--rounds 3] [--threads N] [--checkpoint NAME=PATH ...] [--device cpu]
 
-A search that evaluates every new node with the net cannot go faster than the net: the limit is
-the forward throughput at the same batch size, on the same device, through the same evaluator
-(fused model, the same input buffers). For each net and batch size, in interleaved rounds (best
-round each), this times
-  * forward: ``evaluator.evaluate(B)`` on B real positions, positions/s;
-  * mcts: ``Search.run_batch(B)`` from an opening position (a fresh tree each round): playouts/s
-    ("nodes" in the engine's info lines) and positions evaluated by the net per second (playouts
-    that end in a known position — a repetition, a mate — need no net, so nodes/s can pass the
-    limit; the ratio is taken on the evaluated positions);
-in alternating slices, per wall-clock second and per CPU-second of the process (the second is
-steadier on a shared machine), and prints the ratio mcts ÷ forward (goal ≥ 0.8). Then the leaf features two ways per position at
-the same batch sizes: cshogi's ``make_input_features`` into the preallocated row (what the search
-does), and the board's pieces gathered into uint8 rows + ``shogitrain.features.encode_board``; and
-the search's own CPU time per playout with a null net (fixed outputs, no computation): what the
-search adds to every evaluated node, the bound on the ratio for a given net.
-
-Nets: ``tiny`` = configs/tiny-bn.yaml's model (2 blocks × 32 channels, fc 32), ``5x64`` = 5 × 64
-(fc 64), BN, random weights with the policy head sharpened (an untrained net's priors are nearly
-uniform); ``--checkpoint tiny=runs/x/checkpoint.pt`` plays a trained one instead.
+A search that sends every new node to the net cannot beat the forward of that net at the same
+batch size through the same evaluator. Forward and ``Search.run_batch`` run in alternating slices
+(a fresh tree from an opening each round); printed: positions/s, the search's nodes/s and
+positions evaluated/s, the ratio evaluated ÷ forward per wall and per CPU second (goal ≥ 0.8),
+then the search alone with a null net (its own CPU µs a playout) and the leaf features two ways
+(cshogi into the rows vs pieces + ``encode_board``). Nets: ``tiny`` = configs/tiny-bn.yaml's
+model, ``5x64``; random BN weights with a sharpened policy, or ``--checkpoint NAME=PATH``.
+Figures and discussion: docs/benchmarks.md, "MCTS".
 """
 
 from __future__ import annotations

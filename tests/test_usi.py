@@ -250,13 +250,13 @@ def e_stderr(model, tmp_path) -> str:
 def test_bad_commands_get_one_line_errors(nets, tmp_path):
     proc = subprocess.run([engine_script(tmp_path, nets[0])], capture_output=True, text=True, timeout=60, input=(
         "isready\nsetoption name C_init value lots\nsetoption name Nope value 1\nposition startpos moves 7g7f 7g7f\n"
-        "position sfen garbage b - 1\ngo nodes x\nfrobnicate\ngo nodes 5\nquit\n"))
+        "position sfen garbage b - 1\ngo nodes x\nfrobnicate\ngo mate 1000\ngo nodes 5\nquit\n"))
     out = proc.stdout.splitlines()
     errors = [line for line in out if line.startswith("info string error")]
     assert len(errors) == 5, out
     assert "C_init: 'lots' is not an integer" in errors[0] and "unknown option 'Nope'" in errors[1]
     assert "illegal move '7g7f' after 7g7f" in errors[2] and "bad SFEN" in errors[3] and "go nodes" in errors[4]
-    assert "info string unknown command frobnicate" in out
+    assert "info string unknown command frobnicate" in out and "checkmate notimplemented" in out
     assert out[-1].startswith("bestmove") and is_legal([], out[-1].split()[1])
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
 

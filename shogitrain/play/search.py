@@ -94,7 +94,8 @@ class Search:
         for usi in moves:
             move = board.move_from_usi(usi)
             if not move or move not in board.legal_moves:    # (cshogi's is_legal takes 7g7f+)
-                error = PlayError(f"illegal move {usi!r} after {' '.join(moves[:len(played)]) or 'the start'}; position set before it")
+                before = " ".join(moves[:len(played)]) or "the start"
+                error = PlayError(f"illegal move {usi!r} after {before}; position set before it")
                 break
             board.push(move)
             played.append(move)
@@ -115,10 +116,7 @@ class Search:
 
     def _new_tree(self, key, root: Node | None = None) -> None:
         self._position_key = key
-        if root is None or root.moves is None:
-            root = Node()
-        root.status = UNKNOWN if root.status == DRAW else root.status
-        self.root = root
+        self.root = root if root is not None and root.moves is not None else Node()
 
     def clear_tree(self) -> None:
         self._new_tree(None)

@@ -44,6 +44,7 @@ class UsiEngine:
         self._thread = None
         self._stop = threading.Event()
         self._ponderhit = threading.Event()
+        self._answered = threading.Event()       # the thinking thread has sent its bestmove
         self._silent = False                    # gameover, position: no bestmove for the search stopped
         self._rng = np.random.default_rng()
 
@@ -99,8 +100,11 @@ class UsiEngine:
         self.options.set(name, value if value else "true")
 
     def cmd_isready(self, args) -> None:
+        if self._thread is not None and self._answered.is_set():     # done: it is only exiting
+            self._thread.join()
+            self._thread = None
         try:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:           # not while thinking (a GUI's ping): keep the model
                 self._load_model()
         except PlayError as e:      # reported; `go` then resigns, and the GUI is not left waiting
             self.error(str(e))
@@ -128,16 +132,21 @@ class UsiEngine:
             raise PlayError(f"position: expected 'startpos' or 'sfen SFEN', got {' '.join(where)!r}")
         self._position = (sfen, moves)
         if self.search is not None:
+            self.search.settings = self.options.search_settings()      # ReuseSubtree may have changed
             self.search.set_position(sfen, moves)
 
     def cmd_go(self, args) -> None:
         self._halt(silent=False)
+        if args[:1] == ["mate"]:        # the mate-solving mode of USI GUIs: not offered
+            self.send("checkmate notimplemented")
+            return
         try:
             limits = Limits.parse(args)
         except ValueError as e:
             raise PlayError(str(e)) from None
         self._stop.clear()
         self._ponderhit.clear()
+        self._answered.clear()
         self._silent = False
         self._thread = threading.Thread(target=self._think, args=(limits,), daemon=True)
         self._thread.start()
@@ -199,6 +208,7 @@ class UsiEngine:
         if limits.infinite or limits.ponder:       # the bestmove waits for stop (or ponderhit)
             while not self._stop.is_set() and not (limits.ponder and self._ponderhit.is_set()):
                 self._stop.wait(0.01)
+        self._answered.set()          # before the answer: a command sent after it finds it set
         if not self._silent:
             self.send(f"bestmove {move}" + (f" ponder {ponder}" if ponder else ""))
 
@@ -257,9 +267,10 @@ class UsiEngine:
                                options["Time_Margin"], options["Draw_Ply"])
             clock = Clock(budget, ply)
         if root.moves is not None and len(root.moves) == 1 and clock is not None and not limits.ponder:
-            move = root.moves[0]
-            self.send(f"info depth 1 nodes 0 score cp {win_rate_to_cp(root.value if root.value is not None else 0.5)} pv {move_to_usi(move)}")
-            return move_to_usi(move), None
+            move = move_to_usi(root.moves[0])
+            value = root.value if root.value is not None else 0.5
+            self.send(f"info depth 1 nodes 0 score cp {win_rate_to_cp(value)} pv {move}")
+            return move, None
         seconds = self._search_loop(limits, node_limit, clock)
         return self._report(seconds)
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from shogitrain.evaluate import METRIC_NAMES, MetricAccumulator
-from shogitrain.train.loss import EVAL_SCALE
+from shogitrain.train.metrics import METRIC_NAMES, MetricAccumulator
+from shogitrain.names import EVAL_SCALE
 
 
 def sig(x):

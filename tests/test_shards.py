@@ -8,15 +8,8 @@ import pytest
 from shogitrain.records.filters import GameFilter
 from shogitrain.records.game import GameRecord
 from shogitrain.shards.convert import game_rows
-from shogitrain.shards.format import (
-    EVAL_MISSING,
-    POSITION_DTYPE,
-    move16_from_usi,
-    parse_sfen,
-    rows_from_sfens,
-    sfen_of,
-    usi_from_move16,
-)
+from shogitrain.shards.format import EVAL_MISSING, POSITION_DTYPE, rows_from_sfens
+from shogitrain.shogi.vocabulary import move16_from_usi, parse_sfen, sfen_of, usi_from_move16
 from shogitrain.shards.reader import ShardDataset
 from shogitrain.shards.writer import ShardWriter
 
@@ -104,7 +97,7 @@ def test_filter_rejections():
 
 
 def test_writer_and_memmapped_reader(tmp_path):
-    rows = rows_from_sfens(["startpos"] * 10)
+    rows = rows_from_sfens(["startpos"] * 10, ["7g7f"] * 10)
     rows["ply"] = np.arange(10)
     w = ShardWriter(tmp_path, "train", shard_rows=4)
     w.add(rows[:3])

@@ -1,4 +1,4 @@
-"""The compact position row stored in shards, and the piece/square/move codes it uses.
+"""The compact position row stored in shards.
 
 One row per position (107 bytes, numpy structured dtype ``POSITION_DTYPE``):
 
@@ -16,17 +16,15 @@ eval       <i2         engine eval in centipawns from the side to move, clipped 
 game       <u4         index into the dataset's per-game table (games.jsonl)
 =========  ==========  ==================================================================
 
-Squares: ``sq = (file - 1) * 9 + (rank - 1)`` — 1a = 0, 1i = 8, 9i = 80 (cshogi numbering).
-Piece codes: black FU=1 KY=2 KE=3 GI=4 KA=5 HI=6 KI=7 OU=8 TO=9 NY=10 NK=11 NG=12 UM=13 RY=14,
-white = black + 16, empty = 0. The board is stored from Black's view; the feature encoder rotates it.
-
-move16: ``to | from << 7 | promote << 14``; a drop has ``from = 81 + piece_type - 1`` with the
-piece types FU=1 … KI=7 above (KA=5, HI=6 come before KI=7).
+Squares, piece codes, hand order and move16 are shogitrain.shogi.vocabulary's. The board is
+stored from Black's view; the feature encoder rotates it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from shogitrain.shogi.vocabulary import HAND_INDEX, OU, PROMOTED_OFFSET, move16_from_usi, parse_sfen
 
 FORMAT_VERSION = 1
 
@@ -46,136 +44,6 @@ POSITION_DTYPE = np.dtype(
 EVAL_MISSING = -32768
 EVAL_LIMIT = 32767
 
-BLACK, WHITE = 0, 1
-WHITE_OFFSET = 16
-FU, KY, KE, GI, KA, HI, KI, OU, TO, NY, NK, NG, UM, RY = range(1, 15)
-PIECE_NAMES = ["", "FU", "KY", "KE", "GI", "KA", "HI", "KI", "OU", "TO", "NY", "NK", "NG", "UM", "RY"]
-PROMOTED_OFFSET = 8  # TO = FU + 8, …, RY = HI + 8 (KI and OU do not promote)
-
-# Hand order used by hand[c, :] and by dlshogi's features2: FU KY KE GI KI KA HI.
-HAND_KINDS = (FU, KY, KE, GI, KI, KA, HI)
-HAND_INDEX = {pt: i for i, pt in enumerate(HAND_KINDS)}
-
-SFEN_LETTERS = {"P": FU, "L": KY, "N": KE, "S": GI, "B": KA, "R": HI, "G": KI, "K": OU}
-LETTER_OF = {v: k for k, v in SFEN_LETTERS.items()}
-
-STARTPOS_SFEN = "lnsgkgsnl/1r5b1/ppppppppp/9/9/9/PPPPPPPPP/1B5R1/LNSGKGSNL b - 1"
-
-
-def square(file: int, rank: int) -> int:
-    """cshogi square index of (file 1–9, rank 1–9)."""
-    return (file - 1) * 9 + (rank - 1)
-
-
-def parse_sfen(sfen: str) -> tuple[list[int], list[list[int]], int, int]:
-    """Parse an SFEN position into (board[81], hand[2][7], turn, ply). ``startpos`` is accepted."""
-    if sfen.strip() == "startpos":
-        sfen = STARTPOS_SFEN
-    parts = sfen.split()
-    if parts and parts[0] == "sfen":
-        parts = parts[1:]
-    if len(parts) < 3:
-        raise ValueError(f"bad SFEN {sfen!r}: expected board, side to move and hand")
-    rows = parts[0].split("/")
-    if len(rows) != 9:
-        raise ValueError(f"bad SFEN {sfen!r}: expected 9 ranks")
-    board = [0] * 81
-    for rank, row in enumerate(rows, start=1):
-        file = 9
-        promoted = False
-        for ch in row:
-            if ch.isdigit():
-                file -= int(ch)
-                continue
-            if ch == "+":
-                promoted = True
-                continue
-            pt = SFEN_LETTERS.get(ch.upper())
-            if pt is None or file < 1:
-                raise ValueError(f"bad SFEN {sfen!r}: unexpected {ch!r} in rank {rank}")
-            if promoted:
-                if pt in (KI, OU):
-                    raise ValueError(f"bad SFEN {sfen!r}: {ch!r} cannot promote")
-                pt += PROMOTED_OFFSET
-            board[square(file, rank)] = pt + (WHITE_OFFSET if ch.islower() else 0)
-            file -= 1
-            promoted = False
-        if file != 0:
-            raise ValueError(f"bad SFEN {sfen!r}: rank {rank} does not have 9 files")
-    if parts[1] not in ("b", "w"):
-        raise ValueError(f"bad SFEN {sfen!r}: side to move must be b or w")
-    turn = BLACK if parts[1] == "b" else WHITE
-    hand = [[0] * 7, [0] * 7]
-    if parts[2] != "-":
-        count = ""
-        for ch in parts[2]:
-            if ch.isdigit():
-                count += ch
-                continue
-            pt = SFEN_LETTERS.get(ch.upper())
-            if pt is None or pt == OU:
-                raise ValueError(f"bad SFEN {sfen!r}: bad hand piece {ch!r}")
-            hand[WHITE if ch.islower() else BLACK][HAND_INDEX[pt]] += int(count or 1)
-            count = ""
-    ply = int(parts[3]) if len(parts) > 3 else 1
-    return board, hand, turn, ply
-
-
-def sfen_of(board, hand, turn: int, ply: int = 1) -> str:
-    """Inverse of :func:`parse_sfen` for a board/hand in row layout."""
-    ranks = []
-    for rank in range(1, 10):
-        out, empty = "", 0
-        for file in range(9, 0, -1):
-            code = int(board[square(file, rank)])
-            if code == 0:
-                empty += 1
-                continue
-            if empty:
-                out += str(empty)
-                empty = 0
-            white = code >= WHITE_OFFSET
-            pt = code - WHITE_OFFSET if white else code
-            prefix = ""
-            if pt > OU:
-                prefix, pt = "+", pt - PROMOTED_OFFSET
-            letter = LETTER_OF[pt]
-            out += prefix + (letter.lower() if white else letter)
-        if empty:
-            out += str(empty)
-        ranks.append(out)
-    hand_str = ""
-    for color in (BLACK, WHITE):
-        for pt in (HI, KA, KI, GI, KE, KY, FU):  # SFEN's customary order
-            n = int(hand[color][HAND_INDEX[pt]])
-            if n:
-                letter = LETTER_OF[pt] if color == BLACK else LETTER_OF[pt].lower()
-                hand_str += (str(n) if n > 1 else "") + letter
-    return f"{'/'.join(ranks)} {'bw'[turn]} {hand_str or '-'} {ply}"
-
-
-def move16_from_usi(usi: str) -> int:
-    """cshogi move16 of a USI move string (``7g7f``, ``8h2b+``, ``P*5e``)."""
-    if len(usi) >= 4 and usi[1] == "*":
-        pt = SFEN_LETTERS[usi[0].upper()]
-        to = square(int(usi[2]), ord(usi[3]) - 96)
-        return to | ((81 + pt - 1) << 7)
-    frm = square(int(usi[0]), ord(usi[1]) - 96)
-    to = square(int(usi[2]), ord(usi[3]) - 96)
-    return to | (frm << 7) | ((1 << 14) if usi.endswith("+") else 0)
-
-
-def usi_from_move16(move16: int) -> str:
-    to = move16 & 0x7F
-    frm = (move16 >> 7) & 0x7F
-
-    def name(sq: int) -> str:
-        return f"{sq // 9 + 1}{chr(97 + sq % 9)}"
-
-    if frm >= 81:
-        return f"{LETTER_OF[frm - 80]}*{name(to)}"
-    return name(frm) + name(to) + ("+" if move16 & (1 << 14) else "")
-
 
 def rows_from_sfens(sfens, moves=None) -> np.ndarray:
     """Build shard rows from SFEN strings (tests, ``features_from_sfens``). result/eval/game are blank."""
@@ -191,3 +59,52 @@ def rows_from_sfens(sfens, moves=None) -> np.ndarray:
         if moves is not None:
             rows[i]["move16"] = move16_from_usi(moves[i])
     return rows
+
+
+# Row checks (invalid_rows): what a row that any reader or writer of ours produces always satisfies.
+ROW_PROBLEMS = (
+    "",
+    "a square holds an unknown piece code",
+    "not exactly one king of each side",
+    "side to move is not 0 or 1",
+    "result code is not 0, 1 or 2",
+    "more pieces in hand than the set holds",
+    "move16 is not a board move or a drop",
+    "more pieces of a kind than the set holds",
+)
+_VALID_CODE = np.zeros(256, bool)
+_VALID_CODE[[0, *range(1, 15), *range(17, 31)]] = True
+_SET = np.array([18, 4, 4, 4, 4, 2, 2])  # FU KY KE GI KI KA HI: the pieces of one set, by hand kind
+# hand-kind index (0..6) of each board code's piece, demoted and colour removed; 7 for kings and empty squares
+_KIND_OF_CODE = np.full(256, 7, np.uint8)
+for _code in [*range(1, 15), *range(17, 31)]:
+    _pt = _code & 15
+    if _pt != OU:
+        _KIND_OF_CODE[_code] = HAND_INDEX[_pt - PROMOTED_OFFSET if _pt > OU else _pt]
+del _code, _pt
+
+
+def invalid_rows(rows: np.ndarray, piece_totals: bool = False) -> np.ndarray:
+    """Per row, the index into ROW_PROBLEMS of its first problem (0 = none), vectorised.
+
+    ``piece_totals`` adds the count of each kind over board and both hands (a few times dearer:
+    verification does it, the training batches do not)."""
+    board, hand = rows["board"], rows["hand"]
+    move16 = rows["move16"].astype(np.int64)
+    to, frm = move16 & 0x7F, (move16 >> 7) & 0x7F
+    checks = [
+        ~_VALID_CODE[board].all(axis=1),
+        ((board == 8).sum(axis=1) != 1) | ((board == 24).sum(axis=1) != 1),
+        rows["turn"] > 1,
+        rows["result"] > 2,
+        (hand > _SET).any(axis=(1, 2)),
+        (to >= 81) | (frm > 87) | (frm == to) | ((frm >= 81) & (move16 >= 1 << 14)) | (move16 >= 1 << 15),
+    ]
+    if piece_totals:
+        kinds = _KIND_OF_CODE[board]
+        in_hands = hand.sum(axis=1, dtype=np.int64)
+        checks.append(np.any([(kinds == k).sum(axis=1) + in_hands[:, k] > _SET[k] for k in range(7)], axis=0))
+    problem = np.zeros(len(rows), np.int64)
+    for index, bad in reversed(list(enumerate(checks, start=1))):
+        problem[bad] = index
+    return problem

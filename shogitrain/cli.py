@@ -295,8 +295,8 @@ def usi(checkpoint, onnx, device, batch_size, playouts, mode, threads, extra, wr
         settings.append((name.strip(), value))
     try:
         result = start_engine(settings, write_wrapper)
-    except PlayError as e:
-        raise _user_error(e) from None
+    except PlayError as e:      # also when started alone, as the shogitrain-usi script
+        raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     if write_wrapper:

@@ -249,7 +249,7 @@ def test_illegal_move_stops_the_position_before_it(evaluator):
     with pytest.raises(PlayError, match="illegal move '7g7f\\+'"):
         search.set_position(None, ["2g2f", "3c3d", "7g7f+"])
     assert search.board.move_number == 3
-    with pytest.raises(PlayError, match="each side needs one king; using the start position"):
+    with pytest.raises(PlayError, match="not exactly one king of each side; using the start position"):
         search.set_position("lnsgkgsnl/9/9/9/9/9/9/9/9 b - 1", [])
     assert search.board.move_number == 1 and search.root.visits == 0
 

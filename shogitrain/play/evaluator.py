@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from shogitrain.names import FEATURES1_PLANES, FEATURES2_PLANES
 from shogitrain.play import PlayError, import_cshogi
 
-FEATURES1, FEATURES2 = 62, 57
-ONNX_INPUTS = ("input1", "input2")
-ONNX_OUTPUTS = ("output_policy", "output_value")
+FEATURES1, FEATURES2 = FEATURES1_PLANES, FEATURES2_PLANES
 
 
 class Evaluator:
@@ -83,41 +82,22 @@ class TorchEvaluator(Evaluator):
 
 
 class OnnxEvaluator(Evaluator):
-    """An ONNX file with dlshogi's input and output names, run by onnxruntime."""
+    """An ONNX file with dlshogi's inputs and outputs (``shogitrain.onnx_net``), run by onnxruntime."""
 
     def __init__(self, path: Path, device: str, batch_size: int, threads: int):
+        from shogitrain.onnx_net import OnnxNet, OnnxNetError
+
         try:
-            import onnxruntime as ort
-        except ImportError:
-            raise PlayError(f"{path}: ONNX models need onnxruntime: pip install onnxruntime") from None
-        options = ort.SessionOptions()
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise PlayError(f"{path}: device {device!r} asked for, but this onnxruntime has no CUDA provider")
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as e:    # onnxruntime raises its own exception types for a bad file
-            raise PlayError(f"{path}: not a loadable ONNX model ({_first_line(e)})") from None
-        inputs = tuple(i.name for i in self.session.get_inputs())
-        outputs = tuple(o.name for o in self.session.get_outputs())
-        if inputs != ONNX_INPUTS or outputs[:2] != ONNX_OUTPUTS:
-            raise PlayError(f"{path}: ONNX inputs {inputs} / outputs {outputs} are not dlshogi's "
-                            f"{ONNX_INPUTS} → {ONNX_OUTPUTS}")
-        super().__init__(batch_size, f"ONNX {path.name} ({providers[0]})")
+            self.net = OnnxNet(path, device, threads)
+        except OnnxNetError as e:
+            raise PlayError(str(e)) from None
+        if self.net.input2_planes != FEATURES2:
+            raise PlayError(f"{path}: input2 has {self.net.input2_planes} planes (dlshogi's entering-king "
+                            f"features); the engine feeds {FEATURES2}")
+        super().__init__(batch_size, f"ONNX {path.name} ({self.net.session.get_providers()[0]})")
 
     def evaluate(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        policy, value = self.session.run(list(ONNX_OUTPUTS), {
-            "input1": self.features1[:n], "input2": self.features2[:n]})
-        return policy, value.reshape(-1)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        return self.net.run(self.features1[:n], self.features2[:n])
 
 
 def load_evaluator(path, device: str = "auto", batch_size: int = 128, threads: int = 0,

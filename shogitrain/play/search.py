@@ -23,7 +23,9 @@ from itertools import chain
 import numpy as np
 
 from shogitrain.play import PlayError, import_cshogi
+from shogitrain.names import EVAL_SCALE
 from shogitrain.shards import format as fmt
+from shogitrain.shogi import vocabulary as vocab
 from shogitrain.play.tree import (DRAW, LOSE, UNKNOWN, WIN, Exploration, Node, backup, backup_proven,
                                   best_child, child_value, find_child, principal_variation,
                                   remove_virtual_loss, select_child)
@@ -298,29 +300,23 @@ class Search:
         return self.root.status
 
 
-# the pieces of a game: no position may hold more (cshogi crashes on some impossible positions)
-_PIECE_TOTALS = {fmt.FU: 18, fmt.KY: 4, fmt.KE: 4, fmt.GI: 4, fmt.KI: 4, fmt.KA: 2, fmt.HI: 2}
-
-
 def checked_sfen(sfen: str) -> str:
-    """``sfen`` rewritten in normal form after checking it describes a shogi position (one king
-    a side, no more pieces than a game has); ValueError naming the problem."""
+    """``sfen`` in normal form, after checking that it is a shogi position (one king a side, no more
+    pieces than a set: the shard rows' checks); ValueError naming the problem. cshogi crashes on
+    some impossible positions instead of refusing them."""
     try:
-        board, hand, turn, ply = fmt.parse_sfen(sfen)
+        rows = fmt.rows_from_sfens([sfen])
     except ValueError as e:
         raise ValueError(str(e) if "SFEN" in str(e) else f"bad SFEN {sfen!r}: {e}") from None
-    kinds = [code & 0xF for code in board if code] + [fmt.HAND_KINDS[i] for h in hand for i, k in
-                                                      enumerate(h) for _ in range(k)]
-    unpromoted = [k - fmt.PROMOTED_OFFSET if k > fmt.OU else k for k in kinds]
-    if board.count(fmt.OU) != 1 or board.count(fmt.OU + fmt.WHITE_OFFSET) != 1:
-        raise ValueError(f"bad SFEN {sfen!r}: each side needs one king")
-    for kind, total in _PIECE_TOTALS.items():
-        if unpromoted.count(kind) > total:
-            raise ValueError(f"bad SFEN {sfen!r}: more than {total} {fmt.PIECE_NAMES[kind]}")
-    return fmt.sfen_of(board, hand, turn, ply)
+    rows["move16"] = 1                # a placeholder move (1b to 1a): only the position is checked
+    problem = fmt.invalid_rows(rows, piece_totals=True)[0]
+    if problem:
+        raise ValueError(f"bad SFEN {sfen!r}: {fmt.ROW_PROBLEMS[problem]}")
+    row = rows[0]
+    return vocab.sfen_of(row["board"].tolist(), row["hand"].tolist(), int(row["turn"]), int(row["ply"]))
 
 
-def win_rate_to_cp(value: float, scale: float = 756.0864962951762) -> int:
+def win_rate_to_cp(value: float, scale: float = EVAL_SCALE) -> int:
     """dlshogi's conversion of a win probability to centipawns: −scale·ln(1/v − 1)."""
     if value >= 1.0:
         return 30000

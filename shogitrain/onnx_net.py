@@ -31,7 +31,7 @@ def _dims(shape) -> list:
 class OnnxNet:
     """``run(x1, x2) -> (policy logits [N, 2187], value probabilities [N])`` of an ONNX file."""
 
-    def __init__(self, path, device: str = "cpu"):
+    def __init__(self, path, device: str = "cpu", threads: int = 0):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -42,8 +42,11 @@ class OnnxNet:
         providers = ["CPUExecutionProvider"]
         if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        if threads > 0:  # CPU threads of one run (0: onnxruntime's default, all cores)
+            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers)
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for a file it cannot load
             raise OnnxNetError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
         self.batch, self.input2_planes = self._check_signature()

@@ -82,15 +82,55 @@ def sprt_bounds(alpha: float, beta: float) -> tuple[float, float]:
 def sprt_llr(counts, elo0: float, elo1: float) -> float:
     """Generalised log-likelihood ratio of H1 (Elo = elo1) against H0 (Elo = elo0), logistic Elo.
 
-    The pentanomial GSPRT approximated as a Brownian motion in the mean pair score: with N pairs,
-    mean m and pair variance v, LLR ≈ N (s1 − s0)(2m − s0 − s1) / (2v), s_i = expected_score(elo_i).
-    0 while v = 0 (every pair scored the same: no estimate of the spread yet).
+    The pentanomial GSPRT: under each hypothesis the pair-score distribution is the maximum-likelihood
+    one with mean s_i = expected_score(elo_i) (:func:`_constrained_mle`), and the LLR is
+    N Σ p̂_k log(p1_k / p0_k). When s_i is not strictly inside the observed pair scores (e.g. every
+    pair won), the empty bins get 0.001 of a pair each so that such a distribution exists.
     """
+    pairs = sum(counts)
+    if pairs == 0:
+        return 0.0
+    s0, s1 = expected_score(elo0), expected_score(elo1)
+    seen = [a for a, c in zip(PAIR_SCORES, counts) if c > 0]
+    if not all(min(seen) < s < max(seen) for s in (s0, s1)):
+        counts = [c if c > 0 else 1e-3 for c in counts]
+    total = sum(counts)
+    observed = [c / total for c in counts]
+    p0, p1 = (_constrained_mle(observed, s) for s in (s0, s1))
+    return pairs * sum(q * math.log(b / a) for q, a, b in zip(observed, p0, p1) if q > 0)
+
+
+def sprt_llr_brownian(counts, elo0: float, elo1: float) -> float:
+    """The Brownian approximation of :func:`sprt_llr`: N (s1 − s0)(2m − s0 − s1) / (2v), m and v the
+    mean and variance of the pair score; close to the exact value once there are many pairs."""
     pairs, mean, var = pentanomial_mean_var(counts)
     if pairs == 0 or var <= 0.0:
         return 0.0
     s0, s1 = expected_score(elo0), expected_score(elo1)
     return pairs * (s1 - s0) * (2.0 * mean - s0 - s1) / (2.0 * var)
+
+
+def _constrained_mle(observed: list[float], s: float) -> list[float]:
+    """The distribution on PAIR_SCORES closest in likelihood to ``observed`` with mean ``s``.
+
+    Lagrange multipliers give p_k = q_k / (1 + x (a_k − s)) with x the root of
+    Σ q_k (a_k − s) / (1 + x (a_k − s)) = 0, which is decreasing in x on the interval where every
+    denominator is positive; the root is found by bisection.
+    """
+    d = [a - s for a, q in zip(PAIR_SCORES, observed) if q > 0]
+    lo, hi = -1.0 / max(d), -1.0 / min(d)
+
+    def f(x):
+        return sum(q * (a - s) / (1.0 + x * (a - s)) for a, q in zip(PAIR_SCORES, observed) if q > 0)
+
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > 0.0:
+            lo = mid
+        else:
+            hi = mid
+    x = 0.5 * (lo + hi)
+    return [q / (1.0 + x * (a - s)) if q > 0 else 0.0 for a, q in zip(PAIR_SCORES, observed)]
 
 
 def sprt_state(counts, elo0: float, elo1: float, alpha: float = 0.05, beta: float = 0.05) -> dict:
@@ -125,8 +165,8 @@ def bradley_terry(n_players: int, results, anchor: int = 0, z: float = Z95) -> d
     prior = not _mle_exists(scores, games)
     if prior:
         played = games > 0
-        games = games + 2.0 * played
-        scores = scores + 1.0 * played
+        games = games + 1.0 * played
+        scores = scores + 0.5 * played
     free = [k for k in range(n_players) if k != anchor]
     theta = np.zeros(n_players)
     for _ in range(100):

@@ -116,12 +116,14 @@ def parse_opening(line: str, index: int) -> Opening:
     if rest and rest[0] != "moves":
         raise ValueError(f"unexpected {rest[0]!r} (expected 'moves')")
     try:
-        shogi.Board(sfen)  # cshogi aborts the process on a malformed SFEN; python-shogi raises
+        if sfen != cshogi.STARTING_SFEN:
+            shogi.Board(sfen)  # cshogi aborts the process on a malformed SFEN; python-shogi raises
     except ValueError:
         raise ValueError(f"bad sfen {sfen!r}") from None
+    placement = sfen.split()[0]
+    if placement.count("K") != 1 or placement.count("k") != 1:
+        raise ValueError(f"sfen {sfen!r} needs one king per side")
     board = cshogi.Board(sfen)
-    if not board.is_ok():
-        raise ValueError(f"bad sfen {sfen!r}")
     sfen = board.sfen()
     for usi in rest[1:]:
         move = board.move_from_usi(usi) if usi.isascii() and 4 <= len(usi) <= 5 else 0
@@ -216,6 +218,11 @@ class _Match:
                        for i in (job.black, job.white)]
             try:
                 game = play_game(players[0], players[1], job.opening, self.cfg.rules)
+                if self.stop.is_set():
+                    return  # abandoned: the match was stopped while it was being played
+                for side in game.ending.faulty:
+                    players[side].engine.kill()
+                self.record(job, game)
             except EngineConfigError as e:  # an engine that cannot be run at all any more
                 self.halt(f"game {job.number}: {e}")
                 return
@@ -224,11 +231,6 @@ class _Match:
                     self.error = e
                     self.halt(f"internal error in game {job.number}: {e!r}")
                 return
-            if self.stop.is_set():
-                return  # abandoned: the match was stopped while it was being played
-            for side in game.ending.faulty:
-                players[side].engine.kill()
-            self.record(job, game)
 
     def record(self, job: Job, game) -> None:
         ending = game.ending

@@ -158,9 +158,10 @@ def play_game(black: Player, white: Player, opening: Opening, rules: Rules) -> P
         if ending is not None:
             break
         player = players[side]
+        deadline = _deadline(player.limit, clocks[side], rules)
         try:
             result = player.engine.search(position_command(opening.sfen, moves), go_command(player.limit, clocks),
-                                          _deadline(player.limit, clocks[side], rules))
+                                          deadline, grace=min(2.0, deadline))
         except EngineTimeout as e:
             what = "hung" if player.limit.nodes is not None else "lost on time"
             ending = _loss(side, "time up", "%TIME_UP", f"{what}: {e.reason}", faulty=not e.responsive)

@@ -57,14 +57,27 @@ def tally(games: list[dict], names: list[str]) -> dict:
     pairs = [pair_tally(games, a, b) for a, b in combinations(range(len(names)), 2)]
     out = {"games": len(games), "pairs": pairs, "endings": dict(Counter(g["ending"] for g in games)),
            "ratings": None}
-    if len(names) >= 3 and games:
-        played = [(p["engines"][0], p["engines"][1], p["wins"] + 0.5 * p["draws"], p["games"])
-                  for p in pairs if p["games"]]
+    played = [(p["engines"][0], p["engines"][1], p["wins"] + 0.5 * p["draws"], p["games"])
+              for p in pairs if p["games"]]
+    if len(names) >= 3 and _connected(len(names), played):
         bt = bradley_terry(len(names), played, anchor=0)
         out["ratings"] = {"anchor": 0, "prior": bt["prior"],
                           "list": [{"engine": k, "name": names[k], "elo": bt["ratings"][k], "low": bt["low"][k],
                                     "high": bt["high"][k]} for k in range(len(names))]}
     return out
+
+
+def _connected(n: int, played: list[tuple]) -> bool:
+    """Whether the games played so far link every engine to every other (else no common scale yet)."""
+    reached, frontier = {0}, [0]
+    while frontier:
+        k = frontier.pop()
+        for i, j, _, _ in played:
+            for a, b in ((i, j), (j, i)):
+                if a == k and b not in reached:
+                    reached.add(b)
+                    frontier.append(b)
+    return len(reached) == n
 
 
 # ---------------------------------------------------------------------------------------------- rendering

@@ -140,10 +140,17 @@ class UsiEngine:
                 stderr=self._log if self._log is not None else subprocess.DEVNULL,
                 text=True, encoding="utf-8", errors="replace", bufsize=1, start_new_session=True)
         except OSError as e:
-            raise EngineConfigError(f"{self.label}: cannot run {self.command[0]!r} ({e.strerror or e})") from None
+            self.kill()
+            raise EngineConfigError(f"cannot run {self.command[0]!r} ({e.strerror or e})") from None
         self._lines = queue.Queue()
         threading.Thread(target=self._read, args=(self._proc.stdout, self._lines), daemon=True).start()
-        deadline = time.monotonic() + timeout
+        try:
+            self._handshake(time.monotonic() + timeout)
+        except (EngineError, EngineConfigError):
+            self.kill()
+            raise
+
+    def _handshake(self, deadline: float) -> None:
         self.send("usi")
         self.declared = {}
         while True:
@@ -166,7 +173,7 @@ class UsiEngine:
             if declared.lower() == name.lower():
                 return declared
         known = ", ".join(sorted(self.declared)) or "none"
-        raise EngineConfigError(f"{self.label} has no option {name!r} (it declares: {known})")
+        raise EngineConfigError(f"no option {name!r} (the engine declares: {known})")
 
     def ready(self, timeout: float) -> None:
         self.send("isready")

@@ -156,7 +156,9 @@ def evaluate(checkpoint, data, split, batch_size, device, amp, weights, json_pat
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Directory for the figures and report.md.")
 @click.option("--name", "names", multiple=True, help="Legend names, one per run (default: run names).")
-def compare(run_dirs, out, names):
+@click.option("--match", "match_dirs", multiple=True, type=click.Path(),
+              help="A `shogitrain match` output directory: adds its Elo table (repeatable; RUN_DIR/match is read too).")
+def compare(run_dirs, out, names, match_dirs):
     """Draw the 2021 note's four figures for RUN_DIRS and write a markdown report with final metrics and times."""
     from pathlib import Path
 
@@ -165,7 +167,8 @@ def compare(run_dirs, out, names):
     if names and len(names) != len(run_dirs):
         raise click.UsageError(f"--name given {len(names)} times for {len(run_dirs)} runs")
     try:
-        report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None)
+        report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None,
+                              [Path(d) for d in match_dirs])
     except ReportError as e:
         raise _user_error(e) from None
     click.echo(f"report: {report}")

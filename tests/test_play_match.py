@@ -204,3 +204,36 @@ def test_bad_engines_and_openings(tmp_path):
     code, output = _match(fake_engine(tmp_path), fake_engine(tmp_path), "--games", 2, "--nodes", 1,
                           "--openings", openings, "--out", tmp_path / "m2")
     assert code == 1 and "no usable opening line" in output
+
+
+def test_compare_adds_the_elo_table(tmp_path):
+    """`compare RUN… --match DIR` and a run's own match/ directory both add the Elo section."""
+    import shutil
+
+    from test_report import make_run
+
+    out = tmp_path / "m"
+    code, output = _match(fake_engine(tmp_path, seed=1), fake_engine(tmp_path, seed=2), fake_engine(tmp_path, seed=3),
+                          "--games", 4, "--nodes", 1, "--max-moves", 24, "--name", "1:alpha", "--name", "2:beta",
+                          "--name", "3:gamma", "--out", out)
+    assert code == 0, output
+    results = _results(out)
+    make_run(tmp_path, "run-a", "a", 100.0, 1.0)
+    make_run(tmp_path, "run-b", "b", 120.0, 1.1)
+    shutil.copytree(out, tmp_path / "run-b" / "match")
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "run-a"), str(tmp_path / "run-b"),
+                                       "--match", str(out), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "report" / "report.md").read_text()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert report.count("\n## Elo\n") == 1 and report.count("| engine A | engine B |") == 2
+    assert [e["dir"] for e in summary["elo"]] == [str(tmp_path / "run-b" / "match"), str(out)]
+    pair = results["tally"]["pairs"][0]
+    assert summary["elo"][1]["pairs"][0]["pentanomial"] == pair["pentanomial"]
+    wdl = f"{pair['wins']}-{pair['draws']}-{pair['losses']}"
+    assert f"| alpha | beta | 4 | {wdl} |" in report
+    assert "Bradley–Terry ratings:" in report and "| 1 |" in report
+    (out / "results.json").write_text("{")
+    result = CliRunner().invoke(main, ["compare", str(tmp_path / "run-a"), "--match", str(out),
+                                       "--out", str(tmp_path / "report2")])
+    assert result.exit_code == 1 and "results.json: not readable as JSON" in result.output

@@ -163,6 +163,12 @@ def load_results(match_dir: Path) -> dict:
     return results
 
 
+def match_dirs_of(run_dirs, match_dirs=()) -> list[Path]:
+    """``RUN_DIR/match`` for the runs that hold match results, then the explicit match directories."""
+    found = [Path(d) / "match" for d in run_dirs if (Path(d) / "match" / RESULTS_FILE).is_file()]
+    return found + [Path(d) for d in match_dirs]
+
+
 def markdown_section(match_dirs: list[Path]) -> tuple[str, list[dict]]:
     """The "Elo" section of compare's report.md and the summary.json entries, one per match directory."""
     lines = ["## Elo", "", "Engine matches (`shogitrain match`): Elo difference of engine A over B from "

@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shogitrain.train.loss import EVAL_SCALE, value_targets
+from shogitrain.names import EVAL_SCALE, VALUE_LAMBDA
+from shogitrain.train.loss import value_targets
 
 __all__ = ["METRIC_NAMES", "PLY_BUCKETS", "RATING_BANDS", "MetricAccumulator", "evaluate_checkpoint",
            "evaluate_dataset", "format_metrics_table"]
@@ -98,7 +99,7 @@ class MetricAccumulator:
     ``result()`` / ``stratified()`` move them to the CPU once.
     """
 
-    def __init__(self, value_lambda: float = 0.333, eval_scale: float = EVAL_SCALE):
+    def __init__(self, value_lambda: float = VALUE_LAMBDA, eval_scale: float = EVAL_SCALE):
         self.value_lambda = float(value_lambda)
         self.eval_scale = float(eval_scale)
         self.reset()
@@ -258,7 +259,7 @@ def evaluate_dataset(model, dataset, device, *, batch_size: int = 1024, amp: str
     from shogitrain.device import autocast_context
     from shogitrain.train.data import RowPrefetcher, make_batch
 
-    acc = MetricAccumulator(value_lambda=loss_cfg.value_lambda if loss_cfg else 0.333,
+    acc = MetricAccumulator(value_lambda=loss_cfg.value_lambda if loss_cfg else VALUE_LAMBDA,
                             eval_scale=loss_cfg.eval_scale if loss_cfg else EVAL_SCALE)
     order = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -14,9 +14,11 @@ import time
 import pytest
 
 from shogitrain.records import RecordError, read_csa
-from shogitrain.records.csa import IllegalMove, Position, _Header, _read_moves, decode_record_bytes
+from shogitrain.records.csa import _Header, _read_moves
+from shogitrain.records.text import decode_record_bytes
+from shogitrain.shogi.position import IllegalMove, Position
 from shogitrain.records.game import GameRecord
-from shogitrain.shards.format import STARTPOS_SFEN, parse_sfen
+from shogitrain.shogi.vocabulary import STARTPOS_SFEN, parse_sfen
 
 DATA = pathlib.Path(os.environ.get("SHOGITRAIN_DATA", "/work/shared/data"))
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
@@ -330,7 +332,7 @@ def test_reader_tracks_king_and_check_through_random_games():
         (g,) = read_csa(_csa_text_of(usi), positions=True)
         assert g.moves == usi
         replay = shogi.Board()
-        states, _ = g._positions
+        states = g.positions
         for k, u in enumerate(usi):
             assert states[96 * k: 96 * (k + 1)] == bytes(Position.from_sfen(replay.sfen()).st)
             replay.push_usi(u)

@@ -10,7 +10,7 @@ import shogi
 import shogi.KIF
 
 from shogitrain.records import RecordError, read_csa, read_kif, read_records, read_sfen_lines
-from shogitrain.shards.format import STARTPOS_SFEN
+from shogitrain.shogi.vocabulary import STARTPOS_SFEN
 
 DATA = pathlib.Path(os.environ.get("SHOGITRAIN_DATA", "/work/shared/data"))
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")

@@ -63,16 +63,12 @@ import math
 import torch
 from torch import nn
 
-from .layers import (ACTIVATIONS, GammaAct, ScaledStdConv2d, activation_gamma, check_activation,
+from shogitrain.names import (ARCHS, FEATURES1_PLANES, FEATURES2_PLANES, MOVE_DIRECTIONS,
+                              PARAMETER_GROUPS, POLICY_SIZE)
+
+from .layers import (GammaAct, ScaledStdConv2d, activation_gamma, check_activation,
                      fold_batchnorm, is_finite_float)
 
-FEATURES1_PLANES = 62
-FEATURES2_PLANES = 57
-MOVE_DIRECTIONS = 27
-SQUARES = 81
-POLICY_SIZE = MOVE_DIRECTIONS * SQUARES  # 2187
-
-ARCHS = ("bn", "nf", "nf-blog")
 SKIP_INITS = ("zero", "one", "last_gain")
 # Options per arch and their defaults (the defaults reproduce the 2021 experiment).
 ARCH_OPTIONS: dict[str, dict] = {
@@ -80,8 +76,6 @@ ARCH_OPTIONS: dict[str, dict] = {
     "nf": {"alpha": 0.2, "skip_init": "zero", "eps": 1e-4},
     "nf-blog": {"alpha": 0.2, "blog_eps": 1e-4, "blog_skip_gain": True},
 }
-PARAMETER_GROUPS = ("stem", "blocks", "policy_head", "value_head", "policy_final", "value_final",
-                    "gains", "biases", "norm")
 
 # Default 1/rms of the 'nf' stem output (see the module docstring, "Stem standardisation").
 NF_STEM_SCALE = 2.8
@@ -481,5 +475,4 @@ def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
     return groups
 
 
-__all__ = ["ARCHS", "ARCH_OPTIONS", "ACTIVATIONS", "PARAMETER_GROUPS", "SKIP_INITS", "POLICY_SIZE",
-           "NF_STEM_SCALE", "ShogiResNet", "build_model", "parameter_groups"]
+__all__ = ["ARCH_OPTIONS", "SKIP_INITS", "NF_STEM_SCALE", "ShogiResNet", "build_model", "parameter_groups"]

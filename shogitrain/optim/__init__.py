@@ -7,7 +7,7 @@
 
 from .agc import AGC, AGC_EXCLUDE_PRESETS, adaptive_clip_, select_parameters
 from .nlcg import NLCG, LINE_SEARCH_RULES, LineSearchRule
-from .schedules import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, split_weight_decay
+from .schedules import build_optimizer, build_scheduler, split_weight_decay
 
 __all__ = [
     "AGC",
@@ -15,8 +15,6 @@ __all__ = [
     "LINE_SEARCH_RULES",
     "LineSearchRule",
     "NLCG",
-    "OPTIMIZERS",
-    "SCHEDULES",
     "adaptive_clip_",
     "build_optimizer",
     "build_scheduler",

@@ -232,6 +232,8 @@ def match(engines, games, out, openings, nodes, byoyomi, main_time, inc, limits,
         results = run_match(cfg, echo=click.echo)
     except MatchError as e:
         raise _user_error(e) from None
+    except KeyboardInterrupt:  # before the games started (engines starting up)
+        raise SystemExit(130) from None
     click.echo(f"records: {cfg.out / 'games'}, results: {cfg.out / 'results.json'}")
     if (results.get("stopped") or "").startswith("interrupted"):
         raise SystemExit(130)

@@ -291,9 +291,11 @@ def _start_engines(cfg: MatchConfig) -> tuple[list[str], dict[int, UsiEngine]]:
         engine = UsiEngine(spec.command(), spec.options, log, label=f"engine {i + 1} ({spec.spec})")
         try:
             engine.start(timeout=max(60.0, cfg.rules.move_timeout))
-        except (EngineError, EngineConfigError) as e:
+        except BaseException as e:  # a failed start, or Ctrl-C during one: no engine is left running
             for started in engines.values():
                 started.close()
+            if not isinstance(e, (EngineError, EngineConfigError)):
+                raise
             message = e.reason if isinstance(e, EngineError) else str(e)
             raise MatchError(f"engine {i + 1} ({spec.spec}) did not start: {message}") from None
         engines[i] = engine

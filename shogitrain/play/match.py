@@ -292,6 +292,7 @@ def _start_engines(cfg: MatchConfig) -> tuple[list[str], dict[int, UsiEngine]]:
         try:
             engine.start(timeout=max(60.0, cfg.rules.move_timeout))
         except BaseException as e:  # a failed start, or Ctrl-C during one: no engine is left running
+            engine.kill()
             for started in engines.values():
                 started.close()
             if not isinstance(e, (EngineError, EngineConfigError)):

@@ -125,7 +125,8 @@ def test_faulty_engines_lose_are_restarted_and_the_match_goes_on(tmp_path):
     assert "Bradley–Terry ratings" in output
 
 
-def test_ctrl_c_keeps_finished_games(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_keeps_finished_games(tmp_path, signum):
     out = tmp_path / "m"
     pids = tmp_path / "pids"
     engines = [fake_engine(tmp_path, delay=0.01, pidfile=pids), fake_engine(tmp_path, delay=0.01, seed=4, pidfile=pids)]
@@ -137,7 +138,7 @@ def test_ctrl_c_keeps_finished_games(tmp_path):
         if (out / "results.json").exists() and len(_results(out)["games"]) >= 3:
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr

@@ -6,7 +6,7 @@ each engine taking Black once; with three or more engines every pair plays (a ro
 ``--concurrency K`` runs K games at once, each worker with its own engine processes, which stay
 loaded between games. An engine that crashes, hangs or answers nonsense loses that game (the
 reason is recorded) and is restarted; ten such games in a row for one engine stop the match.
-Ctrl-C and an SPRT decision stop it too: games in progress are abandoned, finished ones are kept.
+Ctrl-C (or SIGTERM) and an SPRT decision stop it too: games in progress are abandoned, finished ones are kept.
 Output: ``DIR/games/*.csa`` (floodgate style), ``DIR/results.json`` (rewritten after every game),
 ``DIR/logs/`` (each engine process's stderr).
 """
@@ -19,8 +19,10 @@ import queue
 import random
 import re
 import shlex
+import signal
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import combinations
@@ -320,6 +322,21 @@ def _check_config(cfg: MatchConfig) -> None:
         raise MatchError(f"{cfg.out} already holds a match ({RESULTS_FILE}); choose another --out")
 
 
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's kill, a timeout) stops the match like Ctrl-C: finished games are kept."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if main_thread else None
+    try:
+        yield
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_match(cfg: MatchConfig, echo=print) -> dict:
     """Play the match described by ``cfg``; return (and write) its results. Raises MatchError."""
     try:
@@ -346,14 +363,15 @@ def run_match(cfg: MatchConfig, echo=print) -> dict:
     workers = [threading.Thread(target=match.work, args=(k,), daemon=True) for k in range(cfg.concurrency)]
     for w in workers:
         w.start()
-    try:
-        while any(w.is_alive() for w in workers):
+    with _sigterm_as_interrupt():
+        try:
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(0.2)
+        except KeyboardInterrupt:
+            match.halt("interrupted (Ctrl-C)")
             for w in workers:
-                w.join(0.2)
-    except KeyboardInterrupt:
-        match.halt("interrupted (Ctrl-C)")
-        for w in workers:
-            w.join(10.0)
+                w.join(10.0)
     for engines in match.engines:
         for engine in engines.values():
             engine.close()

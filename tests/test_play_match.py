@@ -238,3 +238,13 @@ def test_compare_adds_the_elo_table(tmp_path):
     result = CliRunner().invoke(main, ["compare", str(tmp_path / "run-a"), "--match", str(out),
                                        "--out", str(tmp_path / "report2")])
     assert result.exit_code == 1 and "results.json: not readable as JSON" in result.output
+
+
+def test_without_cshogi_a_one_line_error(tmp_path, monkeypatch):
+    import shogitrain.play.referee as referee
+
+    monkeypatch.setattr(referee, "cshogi", None)
+    code, output = _match(fake_engine(tmp_path), fake_engine(tmp_path), "--games", 2, "--nodes", 1,
+                          "--out", tmp_path / "m")
+    assert code == 1 and output.strip() == 'Error: playing needs cshogi: pip install "shogitrain[play]"'
+    assert not (tmp_path / "m").exists()

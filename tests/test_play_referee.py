@@ -151,3 +151,24 @@ def test_fairy_stockfish_against_gpsusi(tmp_path):
     check_record(record, entry, 320, evals=True)
     assert game.ending.summary in ("toryo", "sennichite", "max_moves", "kachi"), game.ending.reason
     assert black.engine.id_name.startswith("Fairy-Stockfish") and white.engine.id_name.startswith("gpsshogi")
+
+
+@pytest.mark.parametrize("line,score,pv", [
+    ("info depth 7 seldepth 6 multipv 1 score cp -150 nodes 2002 nps 333666 time 6 pv 5a4b 4g4f 4b3b",
+     -150, ["5a4b", "4g4f", "4b3b"]),
+    ("info depth 4 seldepth 6 time 67 score cp -11 nodes 5438 nps 80392 pv 3c3d 2g2f", -11, ["3c3d", "2g2f"]),
+    ("info score cp 35 lowerbound nodes 10 pv 7g7f", 35, ["7g7f"]),
+    ("info depth 9 score mate 5 pv G*1b", 100000, ["G*1b"]),
+    ("info depth 9 score mate -4 pv 1a1b", -100000, ["1a1b"]),
+    ("info score mate + pv 2b3a", 100000, ["2b3a"]),
+    ("info score mate -0", -100000, []),
+    ("info multipv 2 score cp 999 pv 1g1f", None, []),  # not the principal line
+    ("info string score cp 500 pv 7g7f", None, []),  # free text
+    ("info depth 3 nodes 100", None, []),
+])
+def test_info_lines(line, score, pv):
+    from shogitrain.play.usi_client import SearchResult, parse_info
+
+    result = SearchResult(bestmove="")
+    parse_info(line, result)
+    assert result.score == score and result.pv == pv

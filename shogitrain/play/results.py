@@ -95,8 +95,10 @@ def pair_rows(results: dict) -> list[list[str]]:
     for p in results["tally"]["pairs"]:
         a, b = p["engines"]
         wdl = "{wins}-{draws}-{losses}"
-        interval = ("—" if p["elo_low"] is None and p["elo_high"] is None
-                    else f"[{_num(p['elo_low'])}, {_num(p['elo_high'])}]")
+        interval = "—"  # every pair scored the same: no spread, no interval
+        if p["stderr"] is not None:  # an end beyond a score of 0 or 1 is an infinite Elo
+            interval = f"[{_num(p['elo_low']) if p['elo_low'] is not None else '-∞'}, " \
+                       f"{_num(p['elo_high']) if p['elo_high'] is not None else '+∞'}]"
         rows.append([names[a], names[b], str(p["games"]), wdl.format(**p), wdl.format(**p["as_black"]),
                      wdl.format(**p["as_white"]), "-".join(map(str, p["pentanomial"])), _num(p["elo"]),
                      interval, _num(p["los"], "{:.1%}"), _num(p["draw_ratio"], "{:.1%}")])

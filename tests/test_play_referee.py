@@ -133,6 +133,7 @@ def test_summary_line_is_floodgates():
     assert summary_line(Game) == "'summary:toryo:alice lose:bob win"
 
 
+@pytest.mark.slow
 def test_fairy_stockfish_against_gpsusi(tmp_path):
     """Two real engines, one game from a real floodgate opening: legal, evals in Black's view, a result."""
     fsf, gps = require_binary(FSF, "fairy-stockfish"), require_binary(GPSUSI, "gpsshogi")

@@ -194,6 +194,45 @@ def export(checkpoint, fmt, out, weights):
 
 
 @main.command()
+@click.option("--checkpoint", type=click.Path(), help="A run's checkpoint.pt to play.")
+@click.option("--onnx", type=click.Path(), help="An ONNX file with dlshogi's I/O to play (`shogitrain export`).")
+@click.option("--device", help="auto, cpu or cuda[:N] (option Device).")
+@click.option("--batch-size", type=int, help="Positions per evaluation of the net (option DNN_Batch_Size).")
+@click.option("--playouts", type=int, help="Playouts per move whatever the clock (option Const_Playout).")
+@click.option("--mode", type=click.Choice(["mcts", "policy"]), help="Search, or the net's move alone (option Mode).")
+@click.option("--threads", type=int, help="CPU threads of the net (option Threads).")
+@click.option("--option", "extra", multiple=True, metavar="NAME=VALUE",
+              help="Any engine option's starting value, e.g. --option C_init=150 (repeatable).")
+@click.option("--write-wrapper", type=click.Path(),
+              help="Write an executable script that starts this engine with these options (for GUIs), and exit.")
+def usi(checkpoint, onnx, device, batch_size, playouts, mode, threads, extra, write_wrapper):
+    """A USI engine on stdin/stdout for a checkpoint or ONNX net: policy mode or dlshogi-style MCTS."""
+    from shogitrain.play import PlayError
+    from shogitrain.play.usi import start_engine
+
+    if checkpoint and onnx:
+        raise click.UsageError("give --checkpoint or --onnx, not both")
+    settings = [(name, str(value)) for name, value in (
+        ("DNN_Model", checkpoint or onnx), ("Device", device), ("DNN_Batch_Size", batch_size),
+        ("Const_Playout", playouts), ("Mode", mode), ("Threads", threads)) if value is not None]
+    for item in extra:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--option {item!r}: expected NAME=VALUE")
+        settings.append((name.strip(), value))
+    try:
+        result = start_engine(settings, write_wrapper)
+    except PlayError as e:
+        raise _user_error(e) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    if write_wrapper:
+        click.echo(f"wrote {result}")
+    else:
+        raise SystemExit(result)
+
+
+@main.command()
 @click.argument("engines", nargs=-1, required=True)
 @click.option("--games", required=True, type=int, help="Games per engine pair (even: colour-swapped pairs).")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Directory for games/, results.json, logs/.")

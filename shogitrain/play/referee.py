@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shogitrain.play import INSTALL_HINT
 from shogitrain.play.usi_client import EngineCrashed, EngineError, EngineTimeout, SearchResult, UsiEngine
 
 try:
@@ -23,7 +24,6 @@ try:
 except ImportError:  # pragma: no cover - the message is raised where a board is needed
     cshogi = None
 
-INSTALL_HINT = 'playing needs cshogi: pip install "shogitrain[play]"'
 BLACK, WHITE = 0, 1
 SIGNS = "+-"
 REPETITIONS = 4  # sennichite: the same position for the fourth time
@@ -31,7 +31,7 @@ REPETITIONS = 4  # sennichite: the same position for the fourth time
 
 def require_cshogi():
     if cshogi is None:
-        raise ImportError(INSTALL_HINT)
+        raise ImportError(f"playing needs cshogi: {INSTALL_HINT}")
     return cshogi
 
 

@@ -23,7 +23,7 @@ from itertools import chain
 import numpy as np
 
 from shogitrain.play import PlayError, import_cshogi
-from shogitrain.shards import format as fmt
+from shogitrain.shogi import vocabulary as fmt
 from shogitrain.play.tree import (DRAW, LOSE, UNKNOWN, WIN, Exploration, Node, backup, backup_proven,
                                   best_child, child_value, find_child, principal_variation,
                                   remove_virtual_loss, select_child)

@@ -84,7 +84,7 @@ def _connected(n: int, played: list[tuple]) -> bool:
 
 
 def _num(x, fmt: str = "{:+.1f}") -> str:
-    return "—" if x is None else fmt.format(x)
+    return "—" if x is None else fmt.format(x + 0.0)  # + 0.0: no "-0.0"
 
 
 def pair_rows(results: dict) -> list[list[str]]:

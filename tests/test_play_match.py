@@ -248,3 +248,44 @@ def test_without_cshogi_a_one_line_error(tmp_path, monkeypatch):
                           "--out", tmp_path / "m")
     assert code == 1 and output.strip() == 'Error: playing needs cshogi: pip install "shogitrain[play]"'
     assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_nets(tmp_path_factory):
+    """Two tiny nets, one as a checkpoint and one exported to ONNX: both kinds of net engine."""
+    from play_nets import save_tiny_checkpoint
+
+    from shogitrain.export import export_model
+
+    d = tmp_path_factory.mktemp("nets")
+    save_tiny_checkpoint(d / "tiny-a.pt", seed=0)
+    save_tiny_checkpoint(d / "tiny-b.pt", seed=1)
+    export_model(d / "tiny-b.pt", "onnx", d / "tiny-b.onnx")
+    return d / "tiny-a.pt", d / "tiny-b.onnx"
+
+
+def test_tiny_net_against_tiny_net(tiny_nets, tmp_path):
+    """`shogitrain usi` subprocesses for a checkpoint and an ONNX file, searching 16 nodes a move."""
+    checkpoint, onnx = tiny_nets
+    out = tmp_path / "m"
+    code, output = _match(checkpoint, onnx, "--games", 2, "--nodes", 16, "--seed", 5,
+                          "--max-moves", 100, "--out", out)
+    assert code == 0, output
+    results = _results(out)
+    assert [e["name"] for e in results["engines"]] == ["tiny-a", "tiny-b"]
+    assert [e["id_name"].split()[0] for e in results["engines"]] == ["shogitrain", "shogitrain"]
+    assert len(results["games"]) == 2 and results["stopped"] is None
+    _check_all_records(out, results, max_moves=100)  # the net engine prints `info … score cp`: evals
+
+
+def test_tiny_net_against_fairy_stockfish(tiny_nets, tmp_path):
+    fsf = require_binary(FSF, "fairy-stockfish")
+    out = tmp_path / "m"
+    code, output = _match(tiny_nets[0], f"usi:{fsf}", "--games", 2, "--nodes", 16, "--limit", "2:nodes=1",
+                          "--option", "2:Threads=1", "--out", out)
+    assert code == 0, output
+    results = _results(out)
+    assert [e["limit"] for e in results["engines"]] == ["nodes=16", "nodes=1"]
+    assert len(results["games"]) == 2
+    _check_all_records(out, results)
+    assert not any(g["ending"] in ("abnormal", "time up", "illegal move") for g in results["games"])

@@ -98,7 +98,7 @@ def test_faulty_engines_lose_are_restarted_and_the_match_goes_on(tmp_path):
                fake_engine(tmp_path, mode="stall", at=2, pidfile=pids["staller"]),
                fake_engine(tmp_path, mode="garbage", at=2), fake_engine(tmp_path, seed=9)]
     out = tmp_path / "m"
-    code, output = _match(*engines, "--games", 2, "--nodes", 1, "--move-timeout", 0.5, "--max-moves", 40,
+    code, output = _match(*engines, "--games", 2, "--nodes", 1, "--move-timeout", 1, "--max-moves", 40,
                           "--name", "1:crasher", "--name", "2:staller", "--name", "3:garbler", "--name", "4:sound",
                           "--out", out)
     assert code == 0, output

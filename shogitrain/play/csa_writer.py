@@ -5,8 +5,9 @@ Layout, as floodgate writes it: ``V2``, ``N+``/``N-`` names, ``'Max_Moves:``, ``
 line (whole seconds; 0 for the opening moves) and, when the mover reported a score, a
 ``'** <score> <pv>`` comment: Black's view, mate as ±100000, the pv after the move in CSA. Then the
 ``%`` ending, ``'summary:<kind>:<black> <win|lose|draw>:<white> <…>`` (Black first) and
-``'$END_TIME:``; a last comment gives the referee's reason in words. cshogi's CSA exporter writes
-no summary or eval lines, so the record is written here; the file appears whole (temp + rename).
+``'$END_TIME:``; a last comment gives the referee's reason in words. The record is ASCII.
+cshogi's CSA exporter writes no summary or eval lines, so the record is written here; the file
+appears whole (temp + rename).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def csa_text(game: PlayedGame, event: str, max_moves: int, increment_s: int | No
         lines += [move.csa, f"T{int(move.seconds or 0)}"]
         if move.score is not None:
             lines.append(" ".join(["'**", str(move.score), *move.pv_csa]))
+    reason = " ".join(game.ending.reason.split()).encode("ascii", "replace").decode()  # one ASCII line
     lines += [game.ending.token, summary_line(game), f"'$END_TIME:{game.finished.strftime(TIME_FORMAT)}",
-              f"'ending:{game.ending.reason}"]
+              f"'ending:{reason}"]
     return "\n".join(lines) + "\n"
 
 

@@ -161,7 +161,7 @@ def play_game(black: Player, white: Player, opening: Opening, rules: Rules) -> P
         deadline = _deadline(player.limit, clocks[side], rules)
         try:
             result = player.engine.search(position_command(opening.sfen, moves), go_command(player.limit, clocks),
-                                          deadline, grace=min(2.0, deadline))
+                                          deadline, grace=min(2.0, max(1.0, deadline)))
         except EngineTimeout as e:
             what = "hung" if player.limit.nodes is not None else "lost on time"
             ending = _loss(side, "time up", "%TIME_UP", f"{what}: {e.reason}", faulty=not e.responsive)
@@ -199,7 +199,7 @@ def _before_move(board, side: int, moves: list[Move], players, rules: Rules) -> 
         sign = 1 if side == BLACK else -1
         if len(recent) == rules.resign_moves and all(s is not None and sign * s <= -rules.resign_cp for s in recent):
             return _loss(side, "toryo", "%TORYO",
-                         f"adjudicated: own score ≤ −{rules.resign_cp} for {rules.resign_moves} moves")
+                         f"adjudicated: own score <= -{rules.resign_cp} for {rules.resign_moves} moves")
     return None
 
 

@@ -264,28 +264,21 @@ def tiny_nets(tmp_path_factory):
     return d / "tiny-a.pt", d / "tiny-b.onnx"
 
 
-def test_tiny_net_against_tiny_net(tiny_nets, tmp_path):
-    """`shogitrain usi` subprocesses for a checkpoint and an ONNX file, searching 16 nodes a move."""
+def test_tiny_nets_and_fairy_stockfish(tiny_nets, tmp_path):
+    """A round robin of `shogitrain usi` subprocesses for a checkpoint and an ONNX file (16 nodes a move)
+    and Fairy-Stockfish at one node."""
+    fsf = require_binary(FSF, "fairy-stockfish")
     checkpoint, onnx = tiny_nets
     out = tmp_path / "m"
-    code, output = _match(checkpoint, onnx, "--games", 2, "--nodes", 16, "--seed", 5,
-                          "--max-moves", 100, "--out", out)
+    code, output = _match(checkpoint, onnx, f"usi:{fsf}", "--games", 2, "--nodes", 16, "--limit", "3:nodes=1",
+                          "--option", "3:Threads=1", "--max-moves", 100, "--seed", 5, "--out", out)
     assert code == 0, output
     results = _results(out)
-    assert [e["name"] for e in results["engines"]] == ["tiny-a", "tiny-b"]
-    assert [e["id_name"].split()[0] for e in results["engines"]] == ["shogitrain", "shogitrain"]
-    assert len(results["games"]) == 2 and results["stopped"] is None
-    _check_all_records(out, results, max_moves=100)  # the net engine prints `info … score cp`: evals
-
-
-def test_tiny_net_against_fairy_stockfish(tiny_nets, tmp_path):
-    fsf = require_binary(FSF, "fairy-stockfish")
-    out = tmp_path / "m"
-    code, output = _match(tiny_nets[0], f"usi:{fsf}", "--games", 2, "--nodes", 16, "--limit", "2:nodes=1",
-                          "--option", "2:Threads=1", "--out", out)
-    assert code == 0, output
-    results = _results(out)
-    assert [e["limit"] for e in results["engines"]] == ["nodes=16", "nodes=1"]
-    assert len(results["games"]) == 2
-    _check_all_records(out, results)
+    assert [e["name"] for e in results["engines"]] == ["tiny-a", "tiny-b", "Fairy-Stockfish_11.1"]
+    assert [e["id_name"].split()[0] for e in results["engines"]] == ["shogitrain", "shogitrain", "Fairy-Stockfish"]
+    assert [e["limit"] for e in results["engines"]] == ["nodes=16", "nodes=16", "nodes=1"]
+    assert len(results["games"]) == 6 and results["stopped"] is None
     assert not any(g["ending"] in ("abnormal", "time up", "illegal move") for g in results["games"])
+    _check_all_records(out, results, max_moves=100)  # every engine prints `info … score`: evals in each record
+    assert [p["games"] for p in results["tally"]["pairs"]] == [2, 2, 2]
+    assert len(results["tally"]["ratings"]["list"]) == 3

@@ -14,7 +14,8 @@ FSF = "/usr/games/fairy-stockfish"
 GPSUSI = "/usr/games/gpsusi"
 
 # A USI engine in a few lines: plays a seeded random legal move (or a scripted one), and misbehaves on
-# request at its n-th move of a game: dies, stalls (ignoring `stop`), sends garbage, declares a win.
+# request at its n-th move of a game: dies, stalls (ignoring `stop`), sends garbage, declares a win;
+# `golog=FILE` keeps the `go` commands it receives.
 FAKE_ENGINE = r'''
 import os, random, sys, time
 import cshogi
@@ -53,6 +54,9 @@ for line in sys.stdin:
             board.push_usi(m)
     elif cmd[0] == "go":
         own += 1
+        if "golog" in args:
+            with open(args["golog"], "a") as f:
+                f.write(line)
         time.sleep(float(args.get("delay", 0)))
         if own == at and mode == "die":
             print("dying on purpose", file=sys.stderr, flush=True)

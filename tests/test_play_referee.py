@@ -123,6 +123,23 @@ def test_crash_hang_and_time_loss(tmp_path):
     assert game.ending.reason.startswith("lost on time")
 
 
+def test_sudden_death_clock(tmp_path):
+    """`--time 1000 --inc 200`: each side's clock in btime/wtime, spent by its moves, grown by the increment;
+    Black thinking 0.5 s a move runs out of time, White (instant) does not."""
+    golog = tmp_path / "go.log"
+    clock = Limit(time=1000, inc=200)
+    game, text = _play(tmp_path, fake_engine(tmp_path, delay=0.5), fake_engine(tmp_path, golog=golog),
+                       limits=(clock, clock), rules=Rules(time_margin=0.3))
+    assert game.ending.summary == "time up" and game.ending.winner == 1 and "%TIME_UP\n" in text
+    gos = [line.split() for line in golog.read_text().splitlines()]
+    assert all(g[0] == "go" and g[1::2] == ["btime", "wtime", "binc", "winc"] and g[6] == g[8] == "200" for g in gos)
+    btimes, wtimes = [int(g[2]) for g in gos], [int(g[4]) for g in gos]
+    # Black's 0.5 s a move outweighs the increment; an overdrawn clock (within the margin) shows 0.
+    assert btimes[0] < 1000 and all(a > b or a == b == 0 for a, b in zip(btimes, btimes[1:]))
+    assert wtimes[0] == 1000 and wtimes[-1] > 1000  # White gains about its increment each move
+    assert 2 <= len(game.moves) // 2 <= 6  # 1000 ms, −300 ms a move, then the 0.3 s margin
+
+
 def test_summary_line_is_floodgates():
     class Game:
         names = ("alice", "bob")

@@ -133,7 +133,8 @@ def go_command(limit: Limit, clocks: list[float]) -> str:
         return f"go nodes {limit.nodes}"
     if limit.byoyomi is not None:
         return f"go btime 0 wtime 0 byoyomi {limit.byoyomi}"
-    return f"go btime {int(clocks[BLACK])} wtime {int(clocks[WHITE])} binc {limit.inc} winc {limit.inc}"
+    btime, wtime = (max(0, int(c)) for c in clocks)  # a clock overdrawn within the time margin shows 0
+    return f"go btime {btime} wtime {wtime} binc {limit.inc} winc {limit.inc}"
 
 
 def _deadline(limit: Limit, clock: float, rules: Rules) -> float:
@@ -154,7 +155,7 @@ def play_game(black: Player, white: Player, opening: Opening, rules: Rules) -> P
     ending = _start_engines(players)
     while ending is None:
         side = board.turn
-        ending = _before_move(board, side, moves, players, rules)
+        ending = _before_move(board, side, moves, rules)
         if ending is not None:
             break
         player = players[side]
@@ -187,7 +188,7 @@ def _start_engines(players) -> Ending | None:
     return None
 
 
-def _before_move(board, side: int, moves: list[Move], players, rules: Rules) -> Ending | None:
+def _before_move(board, side: int, moves: list[Move], rules: Rules) -> Ending | None:
     """Endings decided before the side to move is asked: mate, the move limit, score adjudication."""
     if len(board.legal_moves) == 0:
         return _loss(side, "toryo", "%TORYO", "mated (no legal move)")

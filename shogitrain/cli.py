@@ -238,7 +238,9 @@ def verify(path):
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Directory for the figures and report.md.")
 @click.option("--name", "names", multiple=True, help="Legend names, one per run (default: run names).")
-def compare(run_dirs, out, names):
+@click.option("--match", "match_dirs", multiple=True, type=click.Path(),
+              help="A `shogitrain match` output directory: adds its Elo table (repeatable; RUN_DIR/match is read too).")
+def compare(run_dirs, out, names, match_dirs):
     """Draw the 2021 note's four figures for RUN_DIRS and write a markdown report with final metrics and times."""
     from pathlib import Path
 
@@ -246,7 +248,8 @@ def compare(run_dirs, out, names):
 
     if names and len(names) != len(run_dirs):
         raise click.UsageError(f"--name given {len(names)} times for {len(run_dirs)} runs")
-    report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None)
+    report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None,
+                          [Path(d) for d in match_dirs])
     click.echo(f"report: {report}")
 
 
@@ -303,3 +306,44 @@ def usi(checkpoint, onnx, device, batch_size, playouts, mode, threads, extra, wr
         click.echo(f"wrote {result}")
     else:
         raise SystemExit(result)
+
+
+@main.command()
+@click.argument("engines", nargs=-1, required=True)
+@click.option("--games", required=True, type=int, help="Games per engine pair (even: colour-swapped pairs).")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Directory for games/, results.json, logs/.")
+@click.option("--openings", type=click.Path(), help="Opening lines ('startpos moves …' / 'sfen … moves …'); "
+              "default: the bundled floodgate-2016 24-ply lines.")
+@click.option("--nodes", type=click.IntRange(1), help="Search limit: nodes per move (go nodes N).")
+@click.option("--byoyomi", type=click.IntRange(1), help="Search limit: byoyomi per move, ms.")
+@click.option("--time", "main_time", type=click.IntRange(1), help="Search limit: main time per game, ms (with --inc).")
+@click.option("--inc", type=click.IntRange(0), default=0, help="Increment per move, ms (with --time).")
+@click.option("--limit", "limits", multiple=True, metavar="ENGINE:LIMIT",
+              help="One engine's own limit, e.g. 2:byoyomi=100 or 1:nodes=800 or 1:time=60000,inc=1000 (repeatable).")
+@click.option("--option", "options", multiple=True, metavar="ENGINE:NAME=VALUE",
+              help="setoption for one engine (1 = the first ENGINE), e.g. 2:Threads=1 (repeatable).")
+@click.option("--name", "names", multiple=True, metavar="ENGINE:NAME", help="Name in records and tables (repeatable).")
+@click.option("--concurrency", "-j", default=1, show_default=True, type=int, help="Games played at once.")
+@click.option("--sprt", metavar="ELO0,ELO1[,ALPHA,BETA]", help="Stop when the GSPRT decides (two engines).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the opening sample.")
+@click.option("--max-moves", default=320, show_default=True, help="Plies after which a game is a draw.")
+@click.option("--resign", "resign_cp", type=click.IntRange(1), help="Adjudicate a loss when the mover's own "
+              "score is ≤ −CP for --resign-moves moves in a row.")
+@click.option("--resign-moves", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--move-timeout", default=60.0, show_default=True, help="Seconds before a nodes-limited move is a hang.")
+@click.option("--time-margin", default=1000, show_default=True, help="ms allowed over byoyomi / clock before a time loss.")
+def match(engines, games, out, openings, nodes, byoyomi, main_time, inc, limits, options, names, concurrency, sprt,
+          seed, max_moves, resign_cp, resign_moves, move_timeout, time_margin):
+    """Play ENGINES against each other (checkpoint .pt, model .onnx, or usi:COMMAND); records, Elo, ratings."""
+    from shogitrain.play.match import match_config, run_match
+    from shogitrain.play.referee import Rules
+
+    rules = Rules(max_moves=max_moves, resign_cp=resign_cp, resign_moves=resign_moves, move_timeout=move_timeout,
+                  time_margin=time_margin / 1000.0)
+    cfg = match_config(engines, games, out, nodes=nodes, byoyomi=byoyomi, time=main_time, inc=inc, limits=limits,
+                       options=options, names=names, sprt=sprt, openings=openings, concurrency=concurrency,
+                       seed=seed, rules=rules)
+    results = run_match(cfg, echo=click.echo)
+    click.echo(f"records: {cfg.out / 'games'}, results: {cfg.out / 'results.json'}")
+    if (results.get("stopped") or "").startswith("interrupted"):
+        raise SystemExit(130)

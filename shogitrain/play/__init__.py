@@ -2,8 +2,10 @@
 
 ``evaluator`` runs the net behind one batched call, ``tree`` and ``search`` hold the Monte Carlo
 tree search, ``timeman`` the time management, ``options`` the engine's USI options and ``usi`` the
-protocol loop (``shogitrain usi``). The board is cshogi's, the optional ``[play]`` extra. How to
-use it: docs/play.md.
+protocol loop (``shogitrain usi``). Matches between engines (``shogitrain match``): ``usi_client``
+drives engine processes, ``referee`` plays and adjudicates a game, ``csa_writer`` records it,
+``match`` runs the schedule, ``elo`` and ``results`` hold the statistics. The board is cshogi's,
+the optional ``[play]`` extra. How to use it: docs/play.md.
 """
 
 from __future__ import annotations

@@ -12,12 +12,11 @@ move (a loss), time (a loss), and an engine that crashes or hangs (a loss). The 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from shogitrain.play import INSTALL_HINT
-from shogitrain.play.usi_client import EngineCrashed, EngineError, EngineTimeout, SearchResult, UsiEngine
+from shogitrain.play.usi_client import EngineError, EngineTimeout, SearchResult, UsiEngine
 
 try:
     import cshogi

@@ -75,6 +75,7 @@ reproduce: install
 bench: install
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/features.py
+	$(BIN)/python bench/mcts.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache build *.egg-info

@@ -526,6 +526,12 @@ def _label_table() -> np.ndarray:
 _LABELS = _label_table()
 
 
+def label_table() -> np.ndarray:
+    """The dlshogi move label of every ``move16 & 0x7FFF | turn << 15``: int64 [65536] (do not modify)
+    (cshogi's full move codes have move16 in their low 16 bits, so they index it the same way)."""
+    return _LABELS
+
+
 def move_labels(board, move16: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     """dlshogi move labels (``81 * direction + to``, 0 … 2186) of cshogi move16 codes, int64 [B].
 

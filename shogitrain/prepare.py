@@ -31,6 +31,7 @@ from shogitrain import __version__
 from shogitrain.records.archives import (
     ArchiveError, ArchiveMember, archive_kind, archive_members, close_archives, require_support,
 )
+from shogitrain.files import WriteError, exclusive_lock, printable, remove_stale_temps, temp_name, write_error
 from shogitrain.records.filters import GameFilter
 from shogitrain.shards.convert import games_rows
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE
@@ -93,17 +94,18 @@ class FileResult:
 
 
 def find_inputs(inputs) -> list[Path]:
-    """Expand files and directories (recursively) into a sorted list of record files."""
+    """Expand files and directories (recursively) into a sorted list of record files. Entries that
+    are not regular files (a FIFO, a device) stay in the list: reading them reports them."""
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*")) if p.is_file()
+            files.extend(p for p in sorted(path.rglob("*")) if not p.is_dir()
                          and (p.suffix.lower() in RECORD_SUFFIXES or archive_kind(p) is not None))
-        elif path.is_file():
+        elif path.exists() or path.is_symlink():
             files.append(path)
         else:
-            raise PrepareError(f"{item}: no such file or directory")
+            raise PrepareError(f"{printable(item)}: no such file or directory")
     return files
 
 
@@ -178,7 +180,7 @@ def _csa_pieces(path: Path, piece_bytes: int) -> list[_Piece]:
             for i, ((start, first), end) in enumerate(zip(cuts, ends))]
 
 
-def _read_piece(piece: _Piece) -> tuple[list, list]:
+def _read_piece(piece: _Piece, max_moves: int) -> tuple[list, list]:
     """(games, dropped RecordErrors) of one piece, with line numbers of the whole file."""
     from shogitrain.records import RecordError
     from shogitrain.records.csa import read_csa_text
@@ -196,7 +198,7 @@ def _read_piece(piece: _Piece) -> tuple[list, list]:
             text, problems = raw.decode("utf-8-sig" if piece.index == 0 else "utf-8"), []
         else:
             text, problems = decode_record_bytes(raw, p)
-        games = read_csa_text(text, p, problems, skipped=dropped, positions=True)
+        games = read_csa_text(text, p, problems, skipped=dropped, positions=True, max_moves=max_moves)
     except RecordError as e:
         games, dropped = [], [e]
     shift = piece.first_line
@@ -342,7 +344,7 @@ def _binary_piece_bytes(piece: _BinaryPiece) -> bytes:
         return f.read(stop - start)
 
 
-def _read_games(path, raw: bytes | None) -> tuple[list, list]:
+def _read_games(path, raw: bytes | None, max_moves: int) -> tuple[list, list]:
     """(games, RecordErrors of the games dropped from a multi-game file) of ``path``. A CSA file is
     read from ``raw`` (its bytes, already read for the checksum) and keeps the replayed positions,
     so that its rows need no second replay; an archive member (``raw`` given) of any format is read
@@ -357,16 +359,17 @@ def _read_games(path, raw: bytes | None) -> tuple[list, list]:
     suffix = os.path.splitext(p)[1].lower()
     if raw is not None and suffix == ".csa":  # what read_records → read_csa would do, without reading the file again
         text, problems = decode_record_bytes(raw, p)
-        return read_csa_text(text, p, problems, skipped=dropped, positions=True), dropped
+        return read_csa_text(text, p, problems, skipped=dropped, positions=True, max_moves=max_moves), dropped
     if raw is not None:  # a KIF or SFEN archive member: the readers name no file for bytes
         try:
-            games = read_kif(raw) if suffix in (".kif", ".kifu") else read_sfen_lines(raw, skipped=dropped)
+            games = (read_kif(raw, max_moves=max_moves) if suffix in (".kif", ".kifu")
+                     else read_sfen_lines(raw, skipped=dropped, max_moves=max_moves))
         except RecordError as e:
             raise RecordError(p, e.line, e.reason) from None
         return games, [RecordError(p, e.line, e.reason) for e in dropped]
     if suffix in (".sfen", ".usi"):
-        return read_sfen_lines(path, skipped=dropped), dropped
-    return read_records(path), dropped
+        return read_sfen_lines(path, skipped=dropped, max_moves=max_moves), dropped
+    return read_records(path, max_moves=max_moves), dropped
 
 
 def _open_item(item) -> tuple[FileResult, bytes | None]:
@@ -378,25 +381,34 @@ def _open_item(item) -> tuple[FileResult, bytes | None]:
         result.skipped.append({"file": item.path, "line": None, "reason": item.reason})
         return result, None
     if isinstance(item, _Piece):
-        return FileResult(str(item.path), item.sha256, item.index, item.count), None
-    if isinstance(item, _BinaryPiece):
-        return FileResult(str(item.path), item.sha256, item.index, item.count), _binary_piece_bytes(item)
+        return FileResult(printable(item.path), item.sha256, item.index, item.count), None
     if isinstance(item, ArchiveMember):
         from shogitrain.records.archives import read_member
 
-        result = FileResult(item.path, item.sha256, item.index, item.index + 1 if item.last else 0, source=item.archive)
+        result = FileResult(printable(item.path), item.sha256, item.index, item.index + 1 if item.last else 0,
+                            source=printable(item.archive))
         try:
             return result, read_member(item)
         except Exception as e:  # a damaged member: report it, keep the others
             why = f"unreadable member: {type(e).__name__}: {e}"
-            result.skipped.append({"file": item.path, "line": None, "reason": why})
+            result.skipped.append({"file": result.path, "line": None, "reason": why})
             return result, None
-    p = os.fspath(item)
-    if os.path.splitext(p)[1].lower() in {".csa"} | BINARY_SUFFIXES and os.path.isfile(p):
-        with open(p, "rb") as f:
-            raw = f.read()
-        return FileResult(p, hashlib.sha256(raw).hexdigest()), raw
-    return FileResult(p, _sha256(item)), None
+    path = item.path if isinstance(item, _BinaryPiece) else item
+    name = printable(path)
+    try:
+        if isinstance(item, _BinaryPiece):
+            return FileResult(name, item.sha256, item.index, item.count), _binary_piece_bytes(item)
+        if not path.is_file():
+            raise OSError("not a regular file (a FIFO, device or broken link)")
+        if path.suffix.lower() in {".csa"} | BINARY_SUFFIXES:
+            raw = path.read_bytes()
+            return FileResult(name, hashlib.sha256(raw).hexdigest()), raw
+        return FileResult(name, _sha256(path)), None
+    except OSError as e:
+        result = FileResult(name, "")
+        reason = f"cannot read: {e.strerror}" if e.strerror else str(e)
+        result.skipped.append({"file": name, "line": None, "reason": reason})
+        return result, None
 
 
 def _read_binary(item, result: FileResult, raw: bytes, items: list, temperature: float) -> FileResult:
@@ -431,41 +443,41 @@ def _read_file(item, game_filter: GameFilter, items: list) -> FileResult:
     result, raw = _open_item(item)
     if result.skipped:
         return result
-    path = result.path
-    suffix = os.path.splitext(path)[1].lower()
+    name = result.path
+    suffix = os.path.splitext(name)[1].lower()
     try:
         if isinstance(item, _Piece):
-            games, dropped = _read_piece(item)
+            games, dropped = _read_piece(item, game_filter.max_moves)
         elif suffix in BINARY_SUFFIXES:
             return _read_binary(item, result, raw, items, game_filter.temperature)
         else:
-            games, dropped = _read_games(item if raw is None else path, raw)
+            games, dropped = _read_games(item if raw is None else name, raw, game_filter.max_moves)
     except RecordError as e:
-        result.skipped.append({"file": path, "line": e.line, "reason": e.reason})
+        result.skipped.append({"file": name, "line": e.line, "reason": e.reason})
         return result
     except Exception as e:  # a reader bug must not stop the run: report it like bad input
-        result.skipped.append({"file": path, "line": None, "reason": f"unreadable: {type(e).__name__}: {e}"})
+        result.skipped.append({"file": name, "line": None, "reason": f"unreadable: {type(e).__name__}: {e}"})
         return result
     for e in dropped:
         result.games_read += 1
-        result.skipped.append({"file": path, "line": e.line, "reason": e.reason})
+        result.skipped.append({"file": name, "line": e.line, "reason": e.reason})
     has_evals = suffix in EVAL_FORMATS
     for game in games:
         result.games_read += 1
         for line, reason in game.problems:
-            result.flagged.append({"file": path, "line": line, "reason": reason})
+            result.flagged.append({"file": name, "line": line, "reason": reason})
         why = game_filter.rejection(game, has_evals)
         if why is not None:
-            result.skipped.append({"file": path, "line": game.line, "reason": why})
+            result.skipped.append({"file": name, "line": game.line, "reason": why})
             continue
         n = game_filter.positions_kept(game)
         if n == 0:
-            result.skipped.append({"file": path, "line": game.line, "reason": "no positions before the mate/eval cut"})
+            result.skipped.append({"file": name, "line": game.line, "reason": "no positions before the mate/eval cut"})
             continue
         items.append((game, n, 0, game.winner is None))  # draws and undecided endings score 0.5
         ratings = [r for r in game.ratings if r is not None]
         meta = {
-            "source": path,
+            "source": name,
             "line": game.line,
             "event": game.event,
             "date": game.start_time,
@@ -620,7 +632,10 @@ def _results(files: list[Path], game_filter: GameFilter, workers: int):
         close_archives()
         return
     shm = "/dev/shm"  # tmpfs: the rows never touch a disk (a few MB in flight at a time)
-    spool = tempfile.mkdtemp(prefix="shogitrain-prepare-", dir=shm if os.access(shm, os.W_OK) else None)
+    where = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
+    for stale in remove_stale_temps(where, "shogitrain-prepare-*"):
+        print(f"removed {stale}, left by a prepare that no longer runs", file=sys.stderr)
+    spool = tempfile.mkdtemp(prefix="shogitrain-prepare-", suffix=f"-{os.getpid()}", dir=where)
     try:
         # Tasks of 1 MB of input, smaller for small inputs (at least ~8 per worker, so that the workers
         # finish together).
@@ -763,33 +778,47 @@ def _write_report(path: Path, report: dict, lists: dict[str, _Spool]) -> None:
         f.write("\n}\n")
 
 
+def _replaceable(out: Path) -> bool:
+    """--overwrite replaces a dataset (a directory with a manifest.json) or an empty directory only."""
+    return out.is_dir() and ((out / "manifest.json").is_file() or not any(out.iterdir()))
+
+
 @contextlib.contextmanager
 def _output_directory(out: Path, overwrite: bool):
     """A fresh temporary directory beside ``out``: when the block completes it replaces ``out`` by a
-    rename, when the block fails it is removed — ``out`` is never half-written."""
+    rename, when the block fails it is removed — ``out`` is never half-written. One prepare at a
+    time writes ``out`` (a lock beside it); temp directories of dead earlier runs are removed."""
     if out.exists() and not overwrite:
         raise PrepareError(f"{out}: already exists (use --overwrite to replace it)")
+    if out.exists() and not _replaceable(out):
+        raise PrepareError(f"{out}: --overwrite replaces a dataset directory (one with a manifest.json) or an "
+                           "empty directory, and this is neither")
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{out.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
     except OSError as e:
         raise PrepareError(f"{out}: cannot write output ({e.strerror})") from None
-    try:
-        yield tmp
-        if out.exists():
-            old = parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with exclusive_lock(parent / f".{out.name}.lock", f"dataset {out}"):
+        for stale in remove_stale_temps(parent, f".{out.name}.tmp-*") + remove_stale_temps(parent, f".{out.name}.old-*"):
+            print(f"removed {stale}, left by a prepare that no longer runs", file=sys.stderr)
+        tmp = temp_name(out)
+        try:
+            tmp.mkdir()
+            yield tmp
+            if out.exists():
+                old = temp_name(out, "old")
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
+        except OSError as e:
+            raise write_error(e, out) from None
+        except WriteError as e:  # name the output, not the temp directory that is about to go
+            raise WriteError(str(e).replace(str(tmp), str(out))) from None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: GameFilter, workers: int, *,
@@ -804,7 +833,7 @@ def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: 
     seen: set[bytes] = set()
     sources = []
     games_read = recovered = 0
-    forced_split = {str(p): s for p, s in files}
+    forced_split = {printable(p): s for p, s in files}
     sink = _RowSink(writers)
     n_games = 0
     with open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, tqdm(
@@ -856,8 +885,13 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
     if test_fraction is None:  # a random hold-out unless whole sources are held out
         test_fraction = 0.0 if test_data else 0.1
     test_files = find_inputs(test_data)
+    train_files = find_inputs(inputs)
+    both = {p.resolve() for p in train_files} & {p.resolve() for p in test_files}
+    if both:
+        raise PrepareError(f"{printable(min(both))}: given both as an input and as --test-data "
+                           f"({len(both)} such file(s)); a source is either trained on or held out")
     # Test split = the --test-data sources whole, plus a seeded-hash test_fraction of the inputs' games.
-    files = [(p, None) for p in find_inputs(inputs)] + [(p, "test") for p in test_files]
+    files = [(p, None) for p in train_files] + [(p, "test") for p in test_files]
     if not files:
         raise PrepareError(f"no record files ({', '.join(sorted(RECORD_SUFFIXES))}) found in the inputs")
     for path, _ in files:
@@ -889,9 +923,10 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             "filters": game_filter.as_dict() | {"dedupe": dedupe, "dedupe_test": dedupe_test,
                                                 "average_duplicates": average_duplicates},
             "test_fraction": test_fraction,
-            "test_data": [str(p) for p in test_files],
+            "test_data": [printable(p) for p in test_files],
             "seed": seed,
             "sources": sources,
+            "games_sha256": _sha256(tmp / "games.jsonl"),
             "shogitrain_version": __version__,
         }
         report = {

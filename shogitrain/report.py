@@ -405,14 +405,16 @@ def _json_safe(value):
     return value
 
 
-def compare_runs(run_dirs: list[Path], out_dir: Path, names: list[str] | None = None) -> Path:
+def compare_runs(run_dirs: list[Path], out_dir: Path, names: list[str] | None = None, match_dirs=()) -> Path:
     """Write the four figures, ``report.md`` and ``summary.json`` for ``run_dirs`` into ``out_dir``.
 
+    Match results (``RUN_DIR/match/results.json`` and ``match_dirs``) add an "Elo" section.
     Returns the path of ``report.md``. Raises :class:`ReportError` for a directory without
     metrics.jsonl, an unreadable file, or when matplotlib is not installed.
     """
     runs = load_runs(run_dirs, names)
     _import_matplotlib()  # fail before writing anything
+    elo = _elo_section(run_dirs, match_dirs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -421,7 +423,22 @@ def compare_runs(run_dirs: list[Path], out_dir: Path, names: list[str] | None = 
     summaries = run_summaries(runs)
 
     summary = {"runs": summaries, "figures": figures}
+    markdown = render_markdown(summaries, figures)
+    if elo is not None:
+        markdown += "\n" + elo[0]
+        summary["elo"] = elo[1]
     (out_dir / "summary.json").write_text(json.dumps(_json_safe(summary), indent=1) + "\n", encoding="utf-8")
     report = out_dir / "report.md"
-    report.write_text(render_markdown(summaries, figures), encoding="utf-8")
+    report.write_text(markdown, encoding="utf-8")
     return report
+
+
+def _elo_section(run_dirs, match_dirs) -> tuple[str, list] | None:
+    """The engine-match tables (shogitrain.play.results), or None when there are no match results."""
+    from shogitrain.play.results import ResultsError, match_dirs_of, markdown_section
+
+    dirs = match_dirs_of(run_dirs, match_dirs)
+    try:
+        return markdown_section(dirs) if dirs else None
+    except ResultsError as e:
+        raise ReportError(str(e)) from None

@@ -123,3 +123,12 @@ def test_a_run_refuses_a_checkpoint_of_the_other_feature_set(sample_dataset, tmp
                                        "--set", "model.fc_units=16", "--set", "train.device=cpu"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "reads 119 input2 planes" in result.output and "model.input2_planes=119" in result.output
+
+
+def test_runs_saved_before_the_key_existed_resume_with_the_57_planes():
+    from shogitrain.train.resume import config_changes
+
+    old = {"model": {"arch": "bn", "blocks": 1}}
+    assert config_changes(old, {"model": {"arch": "bn", "blocks": 1, "input2_planes": 57}}) == {}
+    assert config_changes(old, {"model": {"arch": "bn", "blocks": 1, "input2_planes": 119}}) == \
+        {"model.input2_planes": (57, 119)}

@@ -14,11 +14,11 @@ with one visit. The file is written to a temporary name and renamed into place w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from shogitrain.files import atomic_write, write_error
 from shogitrain.records.hcpe import HCPE_DTYPE, encode_hcp, follow_games
 from shogitrain.records.hcpe3 import HCPE3_DTYPE, MOVE_INFO_DTYPE, MOVE_VISITS_DTYPE, result_bits
 from shogitrain.shards.format import EVAL_MISSING, POSITION_DTYPE
@@ -96,28 +96,26 @@ def hcpe3_games(item, game: dict) -> tuple[bytes, int]:
 def export_data(root, fmt: str, split: str, out) -> dict:
     """Write ``split`` of the dataset ``root`` to ``out`` as ``fmt`` ('hcpe' | 'hcpe3'); returns
     ``{"format", "path", "positions", "games"}`` (games: hcpe3 games written). DatasetError for a
-    dataset that cannot be read."""
+    dataset that cannot be read, WriteError for an output that cannot be written."""
     if fmt not in FORMATS:
         raise DatasetError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     data = ShardDataset(root, split)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    games = 0
     try:
-        with open(tmp, "wb") as f:
-            if fmt == "hcpe":
-                for start in range(0, len(data), CHUNK):
-                    f.write(hcpe_records(data.read(np.arange(start, min(start + CHUNK, len(data))))).tobytes())
-            else:
-                for game in load_games(root):
-                    if game["split"] != split or not game["positions"]:
-                        continue
-                    rows = data.read(np.arange(game["row_start"], game["row_start"] + game["positions"]))
-                    blob, n = hcpe3_games(rows, game)
-                    games += n
-                    f.write(blob)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(e, out) from None
+    games = 0
+    with atomic_write(out, "wb") as f:
+        if fmt == "hcpe":
+            for start in range(0, len(data), CHUNK):
+                f.write(hcpe_records(data.read(np.arange(start, min(start + CHUNK, len(data))))).tobytes())
+        else:
+            for game in load_games(root):
+                if game["split"] != split or not game["positions"]:
+                    continue
+                rows = data.read(np.arange(game["row_start"], game["row_start"] + game["positions"]))
+                blob, n = hcpe3_games(rows, game)
+                games += n
+                f.write(blob)
     return {"format": fmt, "path": str(out), "positions": len(data), "games": games}

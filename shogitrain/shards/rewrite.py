@@ -79,7 +79,7 @@ def rewrite_split(root: Path, splits: dict, split: str, shard_rows: int, edit) -
     def moved(name: str) -> str:
         return name.replace(f"{staging}/", f"{split}/", 1)
 
-    info["shards"] = [{"file": moved(s["file"]), "rows": s["rows"]} for s in shards]
+    info["shards"] = [dict(s, file=moved(s["file"])) for s in shards]
     if target_files is not None:
         attach_target_files(info["shards"], [{k: moved(v) for k, v in t.items()} for t in target_files])
     info["positions"] = writer.positions

@@ -7,3 +7,11 @@ Kept free of imports so that one part (the loss, the metrics) can be used withou
 
 class TrainingError(Exception):
     """A run that cannot go on: bad data, too many non-finite steps, an unusable checkpoint."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by a signal (SIGINT, SIGTERM) after saving a checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

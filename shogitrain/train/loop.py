@@ -9,11 +9,14 @@ pass and a checkpoint. Ctrl-C saves a checkpoint that ``--resume`` continues bit
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
 import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,17 +26,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from shogitrain.config import Config, config_to_dict, dump_config
-from shogitrain.device import pick_device, retain_freed_memory
+from shogitrain.config import Config, ConfigError, config_to_dict, dump_config
+from shogitrain.device import autocast_context, pick_device, resolve_amp, retain_freed_memory
 from shogitrain.features import FEATURE_VERSION
+from shogitrain.files import exclusive_lock, remove_stale_temps
 from shogitrain.shards.reader import ShardDataset, manifest_hash
-from shogitrain.train import TrainingError
+from shogitrain.train import Interrupted, TrainingError
 from shogitrain.train.checkpoint import check_feature_set, load_checkpoint, save_checkpoint
 from shogitrain.train.data import RowPrefetcher, game_min_ratings, make_batch
 from shogitrain.train.distributed import all_reduce_mean, init_distributed, shutdown
 from shogitrain.train.evaluation import evaluate_dataset
 from shogitrain.train.runlog import RunLog, environment, git_state, write_json
-from shogitrain.train.step import LOSS_NAMES, Run, build_run, build_run_model, train_step
+from shogitrain.train.resume import config_changes, may_change, refused_changes
+from shogitrain.train.step import LOSS_NAMES, Run, build_run, build_run_model, build_run_optimizer, train_step
 
 __all__ = ["TrainingError", "train"]
 
@@ -57,6 +62,9 @@ class RunData:
         if batch_size % world_size:
             raise TrainingError(f"train.batch_size {batch_size} is not divisible by {world_size} ranks")
         steps_per_epoch = train.steps_per_epoch(batch_size)
+        if len(test) == 0:
+            print(f"warning: {cfg.data.path} has no positions in split {cfg.data.test_split!r}: this run will have "
+                  "no test evaluations", file=sys.stderr)
         if steps_per_epoch == 0:
             raise TrainingError(f"{cfg.data.path}: {len(train)} train positions is less than one batch of {batch_size}")
         return cls(train, test, min_ratings, steps_per_epoch, cfg.train.steps or steps_per_epoch * cfg.train.epochs)
@@ -119,7 +127,7 @@ class _Trainer:
         self.run, self.data, self.run_dir, self.log, self.bar = run, data, run_dir, log, bar
         self.cfg, self.state, self.is_main = run.cfg, run.state, run.dist.is_main
         self.clock = _Clock(run)
-        self.interrupted = False
+        self.interrupted = 0  # the number of a signal asking to stop (SIGINT, SIGTERM), else 0
 
     def save(self) -> None:
         if self.is_main:
@@ -128,6 +136,8 @@ class _Trainer:
             self.log.write_csv()
 
     def evaluate(self, split_name: str, indices=None, model=None) -> None:
+        if len(self.data.test) == 0:  # RunData.open warned about it
+            return
         start = time.perf_counter()
         metrics, _ = evaluate_dataset(model or self.run.model, self.data.test, self.run.device,
                                       batch_size=max(self.cfg.train.batch_size, 256), amp=self.cfg.amp,
@@ -163,7 +173,7 @@ class _Trainer:
         if cfg.train.checkpoint_interval and state.step % cfg.train.checkpoint_interval == 0:
             self.save()
         if self.interrupted:
-            raise KeyboardInterrupt
+            raise Interrupted(self.interrupted)
 
     def epoch(self, epoch: int, encode_ahead: bool) -> None:
         """The rest of ``epoch`` (all of it, or what a resumed run has not done yet)."""
@@ -215,20 +225,87 @@ class _Trainer:
             self.save()
 
 
-def _checkpoint_to_resume(run_dir: Path, resume: bool, is_main: bool) -> dict | None:
+def _check_buildable(cfg: Config, device: torch.device) -> None:
+    """Build the model and optimizer on the meta device and open the autocast context: a bad model
+    or optimizer option is a ConfigError, a precision the device lacks a DeviceError — before
+    anything is written."""
+    autocast_context(cfg.amp, device)
+    meta = torch.device("meta")
+    with meta:
+        try:
+            model = build_run_model(cfg, meta)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"model: {e}") from None
+        try:
+            build_run_optimizer(cfg, model)
+        except TypeError as e:  # an option the optimizer does not take
+            raise ConfigError(f"optim.{cfg.optim.name}: {e}") from None
+        except ValueError as e:
+            raise ConfigError(f"optim: {e}") from None
+
+
+def _resolved(cfg: Config, device: torch.device) -> Config:
+    """A copy of ``cfg`` with the automatic choices made for ``device`` and noted in defaults_from."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.amp == "auto":
+        cfg.amp = resolve_amp(cfg.amp, device)
+        cfg.defaults_from["amp"] = f"auto: {cfg.amp} on {device.type}"
+    return cfg
+
+
+def _verify_data(root) -> None:
+    from shogitrain.shards.verify import verify_dataset
+
+    problems, _ = verify_dataset(root, rows=False)  # the rows are checked batch by batch
+    if problems:
+        more = f" (and {len(problems) - 1} more; `shogitrain verify {root}` lists them)" if len(problems) > 1 else ""
+        raise TrainingError(f"{problems[0]}{more}")
+
+
+def _checkpoint_to_resume(run_dir: Path, resume: bool) -> dict | None:
+    """The checkpoint to continue from, or None to start at step 0. A run directory that holds no
+    checkpoint (its run stopped before the first save) starts over, with or without --resume."""
     ckpt_path = run_dir / "checkpoint.pt"
-    if resume:
-        if not ckpt_path.is_file():
-            raise TrainingError(f"{ckpt_path}: nothing to resume")
-        return load_checkpoint(ckpt_path)
-    if is_main and (run_dir / "metrics.jsonl").exists():
+    if ckpt_path.is_file():
+        if resume:
+            return load_checkpoint(ckpt_path)
         raise TrainingError(f"{run_dir}: a run with this name exists (use --resume or another run.name)")
+    if (run_dir / "metrics.jsonl").exists():
+        print(f"{run_dir}: no checkpoint was saved (the run stopped before its first one): starting over",
+              file=sys.stderr)
+    elif resume:
+        print(f"{run_dir}: nothing to resume yet: starting at step 0", file=sys.stderr)
     return None
 
 
-def _write_provenance(run: Run, run_dir: Path, data: RunData, resumed: bool) -> None:
+def _allowed_resume_changes(cfg: Config, checkpoint: dict, run_dir: Path) -> dict:
+    """The config changes a resume may make (they are recorded); refuse the others, and other data."""
+    changes = config_changes(checkpoint.get("config", {}), config_to_dict(cfg))
+    refused = refused_changes(changes)
+    if refused:
+        raise TrainingError(f"{run_dir}: --resume with a changed config: {'; '.join(refused)} "
+                            "(only the length, logging, evaluation and checkpoint intervals may change)")
+    info_path = run_dir / "run.json"
+    trained_on = json.loads(info_path.read_text()).get("data_manifest_sha256") if info_path.is_file() else None
+    now = manifest_hash(cfg.data.path)
+    if trained_on and trained_on != now:
+        raise TrainingError(f"{run_dir}: --resume with other data: {cfg.data.path} is not the dataset this run "
+                            f"trained on (manifest sha256 {trained_on[:12]}… → {now[:12]}…)")
+    return {key: list(change) for key, change in changes.items() if may_change(key)}
+
+
+def _write_provenance(run: Run, run_dir: Path, data: RunData, resume_changes: dict | None) -> None:
+    """config.yaml, and run.json: a new one for a new run; a resumed run's gets the resume appended."""
     cfg = run.cfg
     dump_config(cfg, run_dir / "config.yaml")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if resume_changes is not None and (run_dir / "run.json").is_file():
+        info = json.loads((run_dir / "run.json").read_text())
+        info["resumed"] = True
+        info["steps"] = data.total_steps
+        info.setdefault("resumes", []).append({"step": run.state.step, "at": now, "changes": resume_changes})
+        write_json(run_dir / "run.json", info)
+        return
     write_json(run_dir / "run.json", {
         "name": run_dir.name, "git": git_state(), "data": str(cfg.data.path),
         "data_manifest_sha256": manifest_hash(cfg.data.path), "environment": environment(),
@@ -236,7 +313,7 @@ def _write_provenance(run: Run, run_dir: Path, data: RunData, resumed: bool) -> 
         "parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
         "train_positions": len(data.train), "test_positions": len(data.test),
         "steps": data.total_steps, "steps_per_epoch": data.steps_per_epoch,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resumed": resumed,
+        "started": now, "resumed": resume_changes is not None,
     })
 
 
@@ -252,21 +329,38 @@ def _record_end(run: Run, run_dir: Path) -> None:
 
 
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
-    """Train one run described by ``cfg``; returns the run directory."""
+    """Train one run described by ``cfg``; returns the run directory.
+
+    Everything that can be checked is checked before the run directory is touched: the config
+    builds, the device supports it, the dataset opens (and, unless ``data.verify`` is off, matches
+    its checksums). One process at a time writes a run directory (``RUN_DIR/.lock``)."""
     if not cfg.data.path:
         raise TrainingError("no dataset: give --data DIR (or data.path in the config)")
     device_kind = cfg.train.device if cfg.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist = init_distributed(device_kind)
     device = pick_device(cfg.train.device, dist.local_rank)
+    cfg = _resolved(cfg, device)
+    _check_buildable(cfg, device)
+    data = RunData.open(cfg, dist.world_size)
+    if cfg.data.verify:
+        _verify_data(cfg.data.path)
     if device.type == "cpu":
         retain_freed_memory()
     run_dir = Path(cfg.run.dir) / run_name(cfg)
-    checkpoint = _checkpoint_to_resume(run_dir, resume, dist.is_main)
+    lock = exclusive_lock(run_dir / ".lock", f"run directory {run_dir}") if dist.is_main else contextlib.nullcontext()
+    with lock:
+        for stale in remove_stale_temps(run_dir, ".*.tmp-*") if dist.is_main else ():
+            print(f"removed {stale}, left by a process that no longer runs", file=sys.stderr)
+        return _train(cfg, dist, device, data, run_dir, resume, progress)
+
+
+def _train(cfg: Config, dist, device: torch.device, data: RunData, run_dir: Path, resume: bool,
+           progress: bool) -> Path:
+    checkpoint = _checkpoint_to_resume(run_dir, resume)
     if checkpoint is not None:
         check_feature_set(checkpoint, cfg.model.input2_planes)
-
+    resume_changes = _allowed_resume_changes(cfg, checkpoint, run_dir) if checkpoint else None
     torch.manual_seed(cfg.train.seed)
-    data = RunData.open(cfg, dist.world_size)
     model = build_run_model(cfg, device)
     if cfg.init.method == "gradinit" and checkpoint is None:
         from shogitrain.train.init import run_gradinit
@@ -275,16 +369,17 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     run = build_run(cfg, device, dist, model, data.total_steps, data.epochs, checkpoint)
     log = RunLog(run_dir, enabled=dist.is_main, resume_step=run.state.step if checkpoint else None)
     if dist.is_main:
-        _write_provenance(run, run_dir, data, resumed=checkpoint is not None)
+        _write_provenance(run, run_dir, data, resume_changes)
 
     bar = tqdm(total=data.total_steps, initial=run.state.step, disable=not (progress and dist.is_main),
                unit="step", dynamic_ncols=True, desc=run_dir.name)
     trainer = _Trainer(run, data, run_dir, log, bar)
 
-    def on_sigint(signum, frame):
-        trainer.interrupted = True
+    def on_signal(signum, frame):
+        trainer.interrupted = signum
 
-    previous_handler = signal.signal(signal.SIGINT, on_sigint) if dist.is_main else None
+    handled = (signal.SIGINT, signal.SIGTERM) if dist.is_main else ()
+    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
     encode_ahead = _encode_in_background(device, dist.world_size)
     try:
         while run.state.step < data.total_steps:
@@ -294,13 +389,13 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         trainer.save()
         if dist.is_main:
             bar.write(f"interrupted at step {run.state.step}: checkpoint saved to {run_dir / 'checkpoint.pt'}; "
-                      "continue with --resume")
+                      "continue with --resume", file=sys.stderr)
         raise
     finally:
         bar.close()
         log.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _record_end(run, run_dir)
         shutdown(dist)
     return run_dir

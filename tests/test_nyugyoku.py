@@ -94,7 +94,7 @@ def test_config_key_and_model_input():
     assert policy.shape == (2, 2187) and value.shape == (2, 1)
 
 
-def test_export_has_a_119_plane_input2(tmp_path):
+def test_export_has_a_119_plane_input2(sample_dataset, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
@@ -108,6 +108,9 @@ def test_export_has_a_119_plane_input2(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "n.onnx"), providers=["CPUExecutionProvider"])
     shapes = {i.name: i.shape for i in session.get_inputs()}
     assert shapes["input1"][1:] == [62, 9, 9] and shapes["input2"][1:] == [119, 9, 9]
+    scored = CliRunner().invoke(main, ["eval", "--onnx", str(tmp_path / "n.onnx"), "--data", str(sample_dataset),
+                                       "--device", "cpu", "-q"])
+    assert scored.exit_code == 0, scored.output     # eval feeds the ONNX net its 119 planes
 
 
 def test_a_run_refuses_a_checkpoint_of_the_other_feature_set(sample_dataset, tmp_path):

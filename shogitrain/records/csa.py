@@ -301,7 +301,6 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
     after_end = False
     clean = True         # not stopped and not after the end: the fast path applies
     limit = h.max_moves or max_moves
-    in_check = bytearray([pos.in_check])    # per position: the side to move is in check (the repetition rule)
 
     def play(move: str, line_no: int) -> None:
         """Play one move line; an illegal or unreadable one ends the replay (the game is kept before it),
@@ -323,7 +322,6 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
             problems.append((line_no, f"{'unreadable' if isinstance(e, BadMove) else 'illegal'} "
                                       f"move {move[:20]!r}: {e}; game kept up to the move before"))
             return
-        in_check.append(pos.in_check)
 
     n = len(lines)
     for idx in range(start, n):
@@ -410,7 +408,7 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
             else:
                 problems.append((ln, f"unrecognised statement {st[:40]!r}"))
     # ---- the rules' end, when the record runs on past it ----
-    end = repetition_end(bytes(snaps) + bytes(state), bytes(in_check), start_turn)
+    end = repetition_end(bytes(snaps) + bytes(state))
     if end is None and len(moves) >= limit and extra:
         end = move_limit_end(limit)
     if end is not None and (end.moves < len(moves) or extra):

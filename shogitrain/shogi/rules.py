@@ -24,16 +24,17 @@ def move_limit_end(limit: int) -> RuleEnd:
     return RuleEnd(limit, "%MAX_MOVES", None, f"the move limit ({limit}) was reached")
 
 
-def repetition_end(states: bytes, in_check: bytes, first_turn: int) -> RuleEnd | None:
+def repetition_end(states: bytes) -> RuleEnd | None:
     """Where a position occurs for the fourth time, if it does.
 
     ``states``: the positions of the game in order, STATE_SIZE bytes each (the start, then after each
-    move); ``in_check``: per position, 1 when the side to move is in check. A side that gave check
-    with every one of its moves since the repeated position first occurred loses (perpetual check);
-    otherwise it is a draw."""
+    move). A side that gave check with every one of its moves since the repeated position first
+    occurred loses (perpetual check); otherwise it is a draw. Readers call it on every game, so the
+    common case (no position three times repeated) is one set of the states."""
+    n = len(states) // STATE_SIZE
+    if len({states[i:i + STATE_SIZE] for i in range(0, len(states), STATE_SIZE)}) > n - 3:
+        return None  # fewer than three repeats: no fourth occurrence (the common, fast path)
     keys = [states[i:i + STATE_SIZE] for i in range(0, len(states), STATE_SIZE)]
-    if len(set(keys)) > len(keys) - 3:  # fewer than three repeats: no fourth occurrence (the fast path)
-        return None
     count: dict[bytes, int] = {}
     for ply, key in enumerate(keys):
         count[key] = count.get(key, 0) + 1
@@ -41,9 +42,9 @@ def repetition_end(states: bytes, in_check: bytes, first_turn: int) -> RuleEnd |
             break
     else:
         return None
-    cycle = range(keys.index(key) + 1, ply + 1)
+    cycle = [Position.from_state(keys[k]) for k in range(keys.index(key) + 1, ply + 1)]
     for checker in (0, 1):  # the checked side is the other one, to move in those positions
-        checked = [in_check[k] for k in cycle if first_turn ^ (k & 1) != checker]
+        checked = [p.in_check for p in cycle if p.turn != checker]
         if checked and all(checked):
             return RuleEnd(ply, "%ILLEGAL_MOVE", checker ^ 1, "perpetual check (the checking side loses)")
     return RuleEnd(ply, "%SENNICHITE", None, "the same position occurred a fourth time (sennichite)")
@@ -54,8 +55,7 @@ def replay_usi(pos: Position, usi_moves, max_moves: int = DEFAULT_MAX_MOVES):
 
     Returns (moves played in USI, problem or None, RuleEnd or None): the problem is ``(move number,
     text)`` for an illegal move or for moves the record has after the rules ended the game."""
-    first_turn = pos.turn
-    states, in_check = bytearray(pos.st), bytearray([pos.in_check])
+    states = bytearray(pos.st)
     played: list[str] = []
     problem = None
     for number, usi in enumerate(usi_moves, start=1):
@@ -67,8 +67,7 @@ def replay_usi(pos: Position, usi_moves, max_moves: int = DEFAULT_MAX_MOVES):
             problem = (number, f"move {number} {usi[:20]!r}: {e}; kept up to the move before")
             break
         states += pos.st
-        in_check.append(pos.in_check)
-    end = repetition_end(bytes(states), bytes(in_check), first_turn)
+    end = repetition_end(bytes(states))
     if end is None and problem is None and len(played) < len(usi_moves):
         end = move_limit_end(max_moves)
     if end is not None and end.moves < len(usi_moves):

@@ -185,5 +185,5 @@ def export(checkpoint, fmt, out, weights):
         result = export_model(checkpoint, fmt, out, weights=weights)
     except ExportError as e:
         raise _user_error(e) from None
-    click.echo(f"{result['path']} ({fmt}, {weights} weights): parity vs PyTorch on {result.get('positions', '?')} positions: "
+    click.echo(f"{result['path']} ({fmt}, {weights} weights): parity vs PyTorch on {result['inputs']}: "
                f"max |Δ| policy {result['max_abs_diff_policy']:.2e}, value {result['max_abs_diff_value']:.2e}")

@@ -1,7 +1,7 @@
 """Adaptive Gradient Clipping (AGC, Brock et al. 2021, arXiv 2102.06171), vectorised.
 
-Rule (DM ``optim.py`` / timm ``utils/agc.py``; docs/algorithms.md §2): for every *unit* i
-(one output row or filter of a weight, or a whole small tensor)
+Rule (DM ``optim.py`` / timm ``utils/agc.py``; docs/algorithms.md, "Adaptive gradient clipping
+(AGC)"): for every *unit* i (one output row or filter of a weight, or a whole small tensor)
 
     max_norm_i = λ · max(‖W_i‖, ε)
     if ‖G_i‖ > max_norm_i:   G_i ← G_i · max_norm_i / max(‖G_i‖, 1e-6)
@@ -16,7 +16,7 @@ Units. Trailing singleton dimensions are squeezed *before* the rank decides the 
 
 So a WS-conv gain of shape ``(O,1,1,1)`` is clipped as **one vector unit**, as DM clips its ``(O,)``
 gain — not element-wise, which is what timm's plain ``ndim`` rule does to ``ScaledStdConv2d.gain``
-(algorithms.md §2.2 trap). A side effect, shared with DM (which squeezes all singleton dims): a
+(docs/algorithms.md, "Units"). A side effect, shared with DM (which squeezes all singleton dims): a
 weight whose every dim after the first is 1 (a Linear with ``in_features=1``, a 1×1 conv with one
 input channel) is one unit as well.
 
@@ -28,9 +28,9 @@ and one ``torch._foreach_mul_`` scales every gradient in place. The per-call Pyt
 collecting ``p.grad``; there is no per-parameter arithmetic in Python. Norms are taken in (at least)
 float32, so fp16/bf16 gradients are measured accurately.
 
-Order of operations (algorithms.md §2.4): call AGC on the final, unscaled, all-reduced gradient —
-after ``scaler.unscale_(opt)`` under AMP, after gradient accumulation, after DDP's all-reduce — and
-before ``optimizer.step()``. Weight decay applied inside ``torch.optim.SGD``/``AdamW`` is then
+Order of operations (docs/algorithms.md, "Order of operations"): call AGC on the final, unscaled,
+all-reduced gradient — after ``scaler.unscale_(opt)`` under AMP, after gradient accumulation, after
+DDP's all-reduce — and before ``optimizer.step()``. Weight decay applied inside ``torch.optim.SGD``/``AdamW`` is then
 not clipped (as in DM); an L2 term written into the loss would be.
 
 Which parameters: :func:`select_parameters` picks them by the model's declared parameter groups

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from shogitrain import __version__
+from shogitrain.names import AMP_MODES, ARCHS
 
 
 def _user_error(e: Exception) -> click.ClickException:
@@ -82,10 +83,10 @@ def inspect(directory):
 @main.command()
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="YAML config (see configs/); defaults are the 2021 note's BN run.")
-@click.option("--arch", type=click.Choice(["bn", "nf", "nf-blog"]), help="Network (model.arch).")
+@click.option("--arch", type=click.Choice(ARCHS), help="Network (model.arch).")
 @click.option("--data", type=click.Path(), help="Dataset directory written by `prepare` (data.path).")
 @click.option("--run-dir", type=click.Path(), help="Run directory (default: runs/<date>-<arch>).")
-@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), help="Mixed precision (amp).")
+@click.option("--amp", type=click.Choice(AMP_MODES), help="Mixed precision (amp).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its checkpoint.")
@@ -126,7 +127,7 @@ def train(config_path, arch, data, run_dir, amp, overrides, resume, quiet):
 @click.option("--split", default="test", show_default=True)
 @click.option("--batch-size", default=1024, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default="off", show_default=True)
+@click.option("--amp", type=click.Choice(AMP_MODES), default="off", show_default=True)
 @click.option("--weights", type=click.Choice(["raw", "averaged"]), default="raw", show_default=True,
               help="The trained weights, or the run's SWA/EMA average (swa.mode).")
 @click.option("--json", "json_path", type=click.Path(), help="Also write every metric and stratum here.")

@@ -37,9 +37,10 @@ from typing import Any, Literal
 
 import yaml
 
+from shogitrain.names import (ACTIVATIONS, AMP_MODES, ARCHS, CLIP_MODES, EVAL_SCALE, OPTIMIZERS,
+                              PARAMETER_GROUPS, SCHEDULES, VALUE_LAMBDA)
+
 __all__ = [
-    "ACTIVATIONS",
-    "PARAMETER_GROUPS",
     "ClipConfig",
     "Config",
     "ConfigError",
@@ -61,19 +62,6 @@ __all__ = [
     "parse_override",
 ]
 
-# Activations with a published NF gain γ (docs/algorithms.md, "Activation gains (γ)"); the BN net
-# accepts the same names.
-ACTIVATIONS = (
-    "relu", "silu", "gelu", "leaky_relu", "elu", "celu", "selu",
-    "tanh", "sigmoid", "softplus", "relu6", "identity",
-)
-# Parameter groups every model declares through ``model.parameter_groups()`` (docs/internals.md).
-# ``clip.agc_exclude``, ``optim.no_decay`` and GradInit select parameters by these names.
-PARAMETER_GROUPS = (
-    "stem", "blocks", "policy_head", "value_head", "policy_final", "value_final",
-    "gains", "biases", "norm",
-)
-
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
@@ -86,7 +74,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    arch: Literal["bn", "nf", "nf-blog"] = "bn"
+    arch: Literal[ARCHS] = "bn"
     blocks: int = 10
     channels: int = 192
     fc_units: int = 256
@@ -96,7 +84,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adam", "adamw", "radam", "nlcg"] = "sgd"
+    name: Literal[OPTIMIZERS] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9  # sgd only
     nesterov: bool = True  # sgd only
@@ -110,7 +98,7 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: Literal["constant", "step", "cosine"] = "constant"
+    name: Literal[SCHEDULES] = "constant"
     warmup_steps: int = 0  # linear warm-up from 0, in optimizer steps
     step_size: int = 0  # 'step': decay every step_size units (steps or epochs, see unit)
     gamma: float = 0.1  # 'step': multiplicative decay
@@ -120,7 +108,7 @@ class ScheduleConfig:
 
 @dataclass
 class ClipConfig:
-    mode: Literal["none", "norm", "agc"] = "none"
+    mode: Literal[CLIP_MODES] = "none"
     max_norm: float = 10.0  # 'norm': global L2 norm, dlshogi's --clip_grad_max_norm default
     agc_clipping: float = 0.01  # 'agc': λ
     agc_eps: float = 1e-3  # 'agc': ε
@@ -161,8 +149,8 @@ class LossConfig:
     entropy_beta: float = 0.001
     result: bool = True
     eval: bool = True
-    value_lambda: float = 0.333  # λ: (1−λ)·BCE(result) + λ·BCE(eval value)
-    eval_scale: float = 756.0864962951762  # value = sigmoid(eval / eval_scale)
+    value_lambda: float = VALUE_LAMBDA  # λ: (1−λ)·BCE(result) + λ·BCE(eval value)
+    eval_scale: float = EVAL_SCALE  # value = sigmoid(eval / eval_scale)
 
 
 @dataclass
@@ -197,8 +185,7 @@ class DataConfig:
     path: str | None = None  # dataset directory written by `prepare`
     train_split: str = "train"
     test_split: str = "test"
-    workers: int = 2
-    prefetch: int = 2
+    prefetch: int = 2  # batches built ahead of the training step
     shuffle: bool = True
 
 
@@ -216,7 +203,7 @@ class Config:
     clip: ClipConfig = field(default_factory=ClipConfig)
     init: InitConfig = field(default_factory=InitConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    amp: Literal["off", "bf16", "fp16"] = "fp16"
+    amp: Literal[AMP_MODES] = "fp16"
     train: TrainConfig = field(default_factory=TrainConfig)
     swa: SwaConfig = field(default_factory=SwaConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -490,7 +477,6 @@ def validate(cfg: Config) -> Config:
     _check(w.interval >= 1, "swa.interval", f"must be ≥ 1, got {w.interval}")
     _check(w.start_step >= 0, "swa.start_step", f"must be ≥ 0, got {w.start_step}")
     _check(0 < w.ema_decay < 1, "swa.ema_decay", f"must be in (0, 1), got {w.ema_decay}")
-    _check(cfg.data.workers >= 0, "data.workers", f"must be ≥ 0, got {cfg.data.workers}")
     _check(cfg.data.prefetch >= 0, "data.prefetch", f"must be ≥ 0, got {cfg.data.prefetch}")
     return cfg
 

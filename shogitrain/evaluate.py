@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shogitrain.train.loss import EVAL_SCALE, value_targets
+from shogitrain.names import EVAL_SCALE, VALUE_LAMBDA
+from shogitrain.train.loss import value_targets
 
 __all__ = ["METRIC_NAMES", "PLY_BUCKETS", "RATING_BANDS", "MetricAccumulator", "evaluate_checkpoint",
            "evaluate_dataset", "format_metrics_table"]
@@ -73,13 +74,15 @@ RATING_UNRATED = "rating_unrated"
 
 ECE_BINS = 10
 
-# Columns of the per-row statistics summed per group.
+# Columns of the per-row statistics summed per group (named by MetricAccumulator._row_statistics).
 _COLS = (
     "positions", "policy_loss", "result_loss", "eval_loss", "policy_accuracy",
     "policy_top5_accuracy", "value_accuracy", "policy_entropy", "value_entropy", "value_brier",
     "eval_positions", "value_eval_sq",
 )
 _C = {name: i for i, name in enumerate(_COLS)}
+# Metrics that are plain means over positions of one column.
+_MEAN_COLS = [c for c in _COLS if c not in ("positions", "eval_positions", "value_eval_sq")]
 
 # Groups: 0 = all positions, then the ply buckets (+ unknown), then the rating bands (+ unrated).
 _GROUPS = (
@@ -98,7 +101,7 @@ class MetricAccumulator:
     ``result()`` / ``stratified()`` move them to the CPU once.
     """
 
-    def __init__(self, value_lambda: float = 0.333, eval_scale: float = EVAL_SCALE):
+    def __init__(self, value_lambda: float = VALUE_LAMBDA, eval_scale: float = EVAL_SCALE):
         self.value_lambda = float(value_lambda)
         self.eval_scale = float(eval_scale)
         self.reset()
@@ -137,31 +140,9 @@ class MetricAccumulator:
         if has_eval is None:
             has_eval = torch.ones(n, dtype=torch.bool, device=dev)
         has_eval = has_eval.reshape(n).to(device=dev, dtype=torch.bool)
-        target = value_targets(result, eval_cp, has_eval, self.eval_scale)
-        eval_value = torch.sigmoid(torch.where(has_eval, eval_cp, torch.zeros_like(eval_cp)) / self.eval_scale)
-
-        log_p = F.log_softmax(logits, dim=1)
+        stats = self._row_statistics(logits, v_logit, labels, result, eval_cp, has_eval)
+        stats = torch.stack([stats[name] for name in _COLS], dim=1)  # [N, columns]
         q = torch.sigmoid(v_logit)
-        k = min(5, logits.shape[1])
-        top5 = logits.topk(k, dim=1).indices
-        stats = torch.stack(
-            [
-                torch.ones(n, dtype=f64, device=dev),
-                -log_p.gather(1, labels[:, None]).squeeze(1),
-                F.binary_cross_entropy_with_logits(v_logit, result, reduction="none"),
-                F.binary_cross_entropy_with_logits(v_logit, target, reduction="none"),
-                (logits.argmax(dim=1) == labels).to(f64),
-                (top5 == labels[:, None]).any(dim=1).to(f64),
-                ((v_logit >= 0) == (result >= 0.5)).to(f64),
-                -(log_p.exp() * log_p).sum(dim=1),
-                # binary entropy from the logit: softplus(x) − x·q, exact for large |x|
-                F.softplus(v_logit) - v_logit * q,
-                (q - result) ** 2,
-                has_eval.to(f64),
-                torch.where(has_eval, (q - eval_value) ** 2, torch.zeros_like(q)),
-            ],
-            dim=1,
-        )  # [N, columns]
 
         groups = self._group_index(n, dev, ply, min_rating)  # [3, N]
         ece_bin = (q * ECE_BINS).floor().clamp_(0, ECE_BINS - 1).long()
@@ -173,6 +154,31 @@ class MetricAccumulator:
         for g in groups:  # all / ply bucket / rating band: three vectorised index_adds each
             self._sums.index_add_(0, g, stats)
             self._bins.index_add_(0, g * ECE_BINS + ece_bin, bin_stats)
+
+    def _row_statistics(self, logits: Tensor, v_logit: Tensor, labels: Tensor, result: Tensor, eval_cp: Tensor,
+                        has_eval: Tensor) -> dict[str, Tensor]:
+        """Each position's contribution to every summed column (float64 [N] each)."""
+        f64 = torch.float64
+        target = value_targets(result, eval_cp, has_eval, self.eval_scale)
+        eval_value = torch.sigmoid(torch.where(has_eval, eval_cp, torch.zeros_like(eval_cp)) / self.eval_scale)
+        log_p = F.log_softmax(logits, dim=1)
+        q = torch.sigmoid(v_logit)
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        return {
+            "positions": torch.ones_like(q),
+            "policy_loss": -log_p.gather(1, labels[:, None]).squeeze(1),
+            "result_loss": F.binary_cross_entropy_with_logits(v_logit, result, reduction="none"),
+            "eval_loss": F.binary_cross_entropy_with_logits(v_logit, target, reduction="none"),
+            "policy_accuracy": (logits.argmax(dim=1) == labels).to(f64),
+            "policy_top5_accuracy": (top5 == labels[:, None]).any(dim=1).to(f64),
+            "value_accuracy": ((v_logit >= 0) == (result >= 0.5)).to(f64),
+            "policy_entropy": -(log_p.exp() * log_p).sum(dim=1),
+            # binary entropy from the logit: softplus(x) − x·q, exact for large |x|
+            "value_entropy": F.softplus(v_logit) - v_logit * q,
+            "value_brier": (q - result) ** 2,
+            "eval_positions": has_eval.to(f64),
+            "value_eval_sq": torch.where(has_eval, (q - eval_value) ** 2, torch.zeros_like(q)),
+        }
 
     @staticmethod
     def _group_index(n: int, dev: torch.device, ply: Tensor | None, min_rating: Tensor | None) -> Tensor:
@@ -198,8 +204,7 @@ class MetricAccumulator:
         count = sums[_C["positions"]]
         if count == 0:
             return {name: math.nan for name in METRIC_NAMES}
-        per_position = [c for c in _COLS if c not in ("positions", "eval_positions", "value_eval_sq")]
-        mean = {name: sums[_C[name]] / count for name in per_position}
+        mean = {name: sums[_C[name]] / count for name in _MEAN_COLS}
         lam = self.value_lambda
         mean["loss"] = mean["policy_loss"] + (1 - lam) * mean["result_loss"] + lam * mean["eval_loss"]
         ece = 0.0
@@ -258,7 +263,7 @@ def evaluate_dataset(model, dataset, device, *, batch_size: int = 1024, amp: str
     from shogitrain.device import autocast_context
     from shogitrain.train.data import RowPrefetcher, make_batch
 
-    acc = MetricAccumulator(value_lambda=loss_cfg.value_lambda if loss_cfg else 0.333,
+    acc = MetricAccumulator(value_lambda=loss_cfg.value_lambda if loss_cfg else VALUE_LAMBDA,
                             eval_scale=loss_cfg.eval_scale if loss_cfg else EVAL_SCALE)
     order = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

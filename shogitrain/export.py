@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shogitrain.names import FEATURES1_PLANES as FEATURES1, FEATURES2_PLANES as FEATURES2
+
 FORMATS = ("onnx", "torchscript")
 INPUT_NAMES = ("input1", "input2")
 OUTPUT_NAMES = ("output_policy", "output_value")
 BATCH_AXIS = "batch_size"
-FEATURES1, FEATURES2 = 62, 57  # dlshogi input planes
-POLICY_SIZE = 2187
 ONNX_OPSET = 17
 PARITY_TOLERANCE = 1e-4
 CHECK_POSITIONS = 64

@@ -49,28 +49,26 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from shogitrain.names import FEATURES1_PLANES, FEATURES2_PLANES
 from shogitrain.shards import format as fmt
+from shogitrain.shogi import vocabulary as vocab
 
 FEATURE_VERSION = 1
 
-FEATURES1_NUM = 62
-FEATURES2_NUM = 57
-MOVE_LABEL_NUM = 27 * 81
-
 # Piece planes per color, in dlshogi (Apery) piece-type order.
-PIECE_ORDER = (fmt.FU, fmt.KY, fmt.KE, fmt.GI, fmt.KA, fmt.HI, fmt.KI, fmt.OU,
-               fmt.TO, fmt.NY, fmt.NK, fmt.NG, fmt.UM, fmt.RY)
+PIECE_ORDER = (vocab.FU, vocab.KY, vocab.KE, vocab.GI, vocab.KA, vocab.HI, vocab.KI, vocab.OU,
+               vocab.TO, vocab.NY, vocab.NK, vocab.NG, vocab.UM, vocab.RY)
 # Hand planes per kind, in hand order FU KY KE GI KI KA HI.
 HAND_PLANES = (8, 4, 4, 4, 4, 2, 2)
 
 # Internal slot of each own piece type: each movement group is a contiguous slot range.
 #   KE FU UM KI TO NY NK NG OU GI RY HI KY KA
-_SLOT_TYPES = (fmt.KE, fmt.FU, fmt.UM, fmt.KI, fmt.TO, fmt.NY, fmt.NK, fmt.NG, fmt.OU, fmt.GI,
-               fmt.RY, fmt.HI, fmt.KY, fmt.KA)
+_SLOT_TYPES = (vocab.KE, vocab.FU, vocab.UM, vocab.KI, vocab.TO, vocab.NY, vocab.NK, vocab.NG, vocab.OU, vocab.GI,
+               vocab.RY, vocab.HI, vocab.KY, vocab.KA)
 _SLOT = {pt: i for i, pt in enumerate(_SLOT_TYPES)}
 S_KE, S_FU, S_UM, S_OU, S_GI, S_RY, S_KY, S_KA, S_HI = (
-    _SLOT[fmt.KE], _SLOT[fmt.FU], _SLOT[fmt.UM], _SLOT[fmt.OU], _SLOT[fmt.GI], _SLOT[fmt.RY],
-    _SLOT[fmt.KY], _SLOT[fmt.KA], _SLOT[fmt.HI])
+    _SLOT[vocab.KE], _SLOT[vocab.FU], _SLOT[vocab.UM], _SLOT[vocab.OU], _SLOT[vocab.GI], _SLOT[vocab.RY],
+    _SLOT[vocab.KY], _SLOT[vocab.KA], _SLOT[vocab.HI])
 N_OWN = 14
 # scatter rows: the 14 slots (the side to move's pieces in the low half of the int32, the
 # opponent's in the high half), the side to move's king once more (both halves), empty squares
@@ -102,13 +100,13 @@ def _scatter_tables():
             file, rank = divmod(80 - sq if turn else sq, 9)
             low, high = 1 << rank, 1 << (16 + 8 - rank)
             for code in range(32):
-                white = code >= fmt.WHITE_OFFSET
-                pt = code - fmt.WHITE_OFFSET if white else code
-                if not fmt.FU <= pt <= fmt.RY:
+                white = code >= vocab.WHITE_OFFSET
+                pt = code - vocab.WHITE_OFFSET if white else code
+                if not vocab.FU <= pt <= vocab.RY:
                     row, value = R_EMPTY, low | high
                 elif white != bool(turn):
                     row, value = _SLOT[pt], high
-                elif pt == fmt.OU:
+                elif pt == vocab.OU:
                     row, value = R_OWN_KING, low | high
                 else:
                     row, value = _SLOT[pt], low
@@ -393,15 +391,15 @@ def _run_chunks(n: int, device: torch.device, encode_chunk) -> None:
 def _outputs(n: int, device, dtype, out, expand_x2: bool):
     """(x1, x2 or None) to write: fresh, or the caller's ``out`` checked."""
     if out is None:
-        x1 = torch.empty(n, FEATURES1_NUM, 9, 9, dtype=dtype, device=device)
-        x2 = torch.empty(n, FEATURES2_NUM, 9, 9, dtype=dtype, device=device) if expand_x2 else None
+        x1 = torch.empty(n, FEATURES1_PLANES, 9, 9, dtype=dtype, device=device)
+        x2 = torch.empty(n, FEATURES2_PLANES, 9, 9, dtype=dtype, device=device) if expand_x2 else None
         return x1, x2
     x1, x2 = out
     if x2 is None and expand_x2:
         raise ValueError("out=(x1, None) needs expand_x2=False")
-    if x1.shape != (n, FEATURES1_NUM, 9, 9) or not x1.is_contiguous() or x1.device != device:
+    if x1.shape != (n, FEATURES1_PLANES, 9, 9) or not x1.is_contiguous() or x1.device != device:
         raise ValueError("out x1 must be a contiguous [B, 62, 9, 9] tensor on the encoding device")
-    if x2 is not None and (x2.shape != (n, FEATURES2_NUM, 9, 9) or not x2.is_contiguous()
+    if x2 is not None and (x2.shape != (n, FEATURES2_PLANES, 9, 9) or not x2.is_contiguous()
                            or x2.dtype != x1.dtype or x2.device != device):
         raise ValueError("out x2 must be a contiguous [B, 57, 9, 9] tensor of x1's dtype and device")
     return x1, (x2 if expand_x2 else None)
@@ -415,7 +413,7 @@ def _encode(board, hand, turn, move16, dtype, out, expand_x2: bool):
         dtype = out[0].dtype
     k = _Consts.get(device, dtype)
     x1, x2 = _outputs(n, device, dtype, out, expand_x2)
-    small = torch.empty(n, FEATURES2_NUM, dtype=torch.bool, device=device)
+    small = torch.empty(n, FEATURES2_PLANES, dtype=torch.bool, device=device)
     labels = None if move16 is None else torch.empty(n, dtype=torch.int64, device=device)
 
     def encode_chunk(s: slice) -> None:
@@ -427,7 +425,7 @@ def _encode(board, hand, turn, move16, dtype, out, expand_x2: bool):
 
     _run_chunks(n, device, encode_chunk)
     if x2 is None:                # [B, 57, 9, 9] view, stride 0 over the cells
-        x2 = small.to(x1.dtype).view(n, FEATURES2_NUM, 1, 1).expand(n, FEATURES2_NUM, 9, 9)
+        x2 = small.to(x1.dtype).view(n, FEATURES2_PLANES, 1, 1).expand(n, FEATURES2_PLANES, 9, 9)
     return x1, x2, labels
 
 

@@ -46,6 +46,10 @@ class GameResult:
     key: bytes
     positions: int = 0
     meta_json: str | None = None  # json.dumps(meta) without its opening brace: ', "source": …}' ('}' if empty
+    # The worker's array that ``rows`` is a view of, and where in it they start (set by _attach_rows
+    # after the transfer; None for rows of their own): lets _RowSink write neighbours in one call.
+    block: np.ndarray | None = field(default=None, repr=False)
+    block_start: int = 0
 
     def __post_init__(self):
         if self.rows is not None:
@@ -166,7 +170,8 @@ def _csa_pieces(path: Path, piece_bytes: int) -> list[_Piece]:
 def _read_piece(piece: _Piece) -> tuple[list, list]:
     """(games, dropped RecordErrors) of one piece, with line numbers of the whole file."""
     from shogitrain.records import RecordError
-    from shogitrain.records.csa import decode_record_bytes, read_csa_text
+    from shogitrain.records.csa import read_csa_text
+    from shogitrain.records.text import decode_record_bytes
 
     p = os.fspath(piece.path)
     with open(piece.path, "rb") as f:
@@ -211,8 +216,9 @@ def _read_games(path: Path, raw: bytes | None) -> tuple[list, list]:
     read from ``raw`` (its bytes, already read for the checksum) and keeps the replayed positions,
     so that its rows need no second replay."""
     from shogitrain.records import read_records
-    from shogitrain.records.csa import decode_record_bytes, read_csa_text
+    from shogitrain.records.csa import read_csa_text
     from shogitrain.records.sfen import read_sfen_lines
+    from shogitrain.records.text import decode_record_bytes
 
     dropped: list = []
     if raw is not None:  # what read_records → read_csa would do, without reading the file again
@@ -228,7 +234,8 @@ def _read_file(item, game_filter: GameFilter, items: list) -> FileResult:
     """Read one record file, or one piece of a large CSA file (see _Piece). The kept games'
     GameResults have rows=None, their (game, positions, id, draw) are appended to ``items`` for
     games_rows, in the same order."""
-    from shogitrain.records import RecordError, read_hcpe, rows_from_hcpe
+    from shogitrain.records import RecordError, read_hcpe
+    from shogitrain.shards.convert import rows_from_hcpe
 
     if isinstance(item, _Piece):
         path = item.path
@@ -336,7 +343,7 @@ def _attach_rows(results: list[FileResult], rows) -> list[FileResult]:
         for g in fr.games:
             if g.rows is None:
                 g.rows = rows[start : start + g.positions]
-                g._base, g._start = rows, start  # for _RowSink (not pickled: set after the transfer)
+                g.block, g.block_start = rows, start
                 start += g.positions
     assert start == len(rows), (start, len(rows))
     return results
@@ -357,8 +364,8 @@ class _RowSink:
 
     def add(self, split: str, game_id: int, g: GameResult) -> int:
         """Queue game ``g`` (id ``game_id``) for ``split``; returns its first row's index in the split."""
-        base = getattr(g, "_base", None)
-        if base is None or base is not self.base or split != self.split or g._start != self.stop:
+        base = g.block
+        if base is None or base is not self.base or split != self.split or g.block_start != self.stop:
             self.flush()
             if base is None:  # rows of their own (hcpe)
                 writer = self.writers[split]
@@ -366,7 +373,7 @@ class _RowSink:
                 g.rows["game"] = game_id
                 writer.add(g.rows)
                 return row_start
-            self.split, self.base, self.start, self.stop = split, base, g._start, g._start
+            self.split, self.base, self.start, self.stop = split, base, g.block_start, g.block_start
         row_start = self.writers[split].positions + (self.stop - self.start)
         self.ids.append(game_id)
         self.counts.append(g.positions)
@@ -635,9 +642,10 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             splits[name] = {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
         total_positions = sum(s["positions"] for s in splits.values())
         if total_positions == 0:
+            reasons = ", ".join(f"{n} {why}" for why, n in skipped.reasons.most_common(3))
             raise PrepareError(
-                f"nothing survived the filters ({games_read} games read, {skipped.count} skipped; "
-                "see the reasons with --report or relax --min-moves / --min-rating / --no-require-eval)"
+                f"nothing survived the filters ({games_read} games read, {skipped.count} skipped: {reasons}; "
+                "relax --min-moves / --min-rating / --endings / --no-require-eval)"
             )
         dropped_test = 0
         if dedupe_test and splits["test"]["positions"] and splits["train"]["positions"]:

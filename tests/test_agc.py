@@ -1,11 +1,11 @@
-"""Adaptive gradient clipping (docs/algorithms.md, "Adaptive gradient clipping (AGC)"): hand-computed
+"""Adaptive gradient clipping (docs/algorithms.md, "Adaptive gradient clipping"): hand-computed
 examples, units, exclusions, idempotence, AMP and weight decay, plus a per-parameter reference."""
 
 import pytest
 import torch
 from torch import nn
 
-from shogitrain.optim.agc import AGC, adaptive_clip_, select_parameters, unit_shape
+from shogitrain.optim.agc import AGC, select_parameters, unit_shape
 
 
 def _param(values, shape=None, grad=None, dtype=torch.float32):
@@ -14,6 +14,10 @@ def _param(values, shape=None, grad=None, dtype=torch.float32):
     if grad is not None:
         p.grad = torch.tensor(grad, dtype=dtype).view(p.shape)
     return p
+
+
+def adaptive_clip_(params, clipping=0.01, eps=1e-3):
+    AGC(params, clipping=clipping, eps=eps)()
 
 
 def reference_agc_(params, clipping=0.01, eps=1e-3):
@@ -53,16 +57,12 @@ def test_hand_example_conv_filters():
     torch.testing.assert_close(w.grad.flatten(), torch.tensor([0.03, 0.04, 6e-6, 8e-6]))
 
 
-def test_weight_grad_pairs_and_named_pairs():
-    w = torch.tensor([3.0, 4.0, 0.0, 0.0]).view(2, 2)
-    g = torch.tensor([0.3, 0.4, 3e-5, 4e-5]).view(2, 2)
-    b, gb = torch.tensor([1.0, 0.0]), torch.tensor([0.1, 0.0])
-    adaptive_clip_([(w, g), (b, gb)])  # explicit gradient tensors, clipped in place
-    torch.testing.assert_close(g.flatten(), torch.tensor([0.03, 0.04, 6e-6, 8e-6]))
-    torch.testing.assert_close(gb, torch.tensor([0.01, 0.0]))
-    p = _param([1.0, 0.0], grad=[0.1, 0.0])
-    adaptive_clip_([("bias", p)])
-    torch.testing.assert_close(p.grad, torch.tensor([0.01, 0.0]))
+def test_matrix_rows_and_a_vector_together():
+    w = _param([3.0, 4.0, 0.0, 0.0], (2, 2), grad=[0.3, 0.4, 3e-5, 4e-5])
+    b = _param([1.0, 0.0], grad=[0.1, 0.0])
+    adaptive_clip_([w, b, w])  # a parameter listed twice is clipped once
+    torch.testing.assert_close(w.grad.flatten(), torch.tensor([0.03, 0.04, 6e-6, 8e-6]))
+    torch.testing.assert_close(b.grad, torch.tensor([0.01, 0.0]))
 
 
 def test_bias_is_one_unit():
@@ -131,7 +131,7 @@ def test_excluded_heads_are_bit_identical():
     names = [n for n, _ in selected]
     assert names == ["gain", "stem.weight", "stem.bias", "policy_conv.weight", "policy_conv.bias",
                      "value_fc.weight", "value_fc.bias"]
-    AGC(selected)()
+    AGC([p for _, p in selected])()
     for n, p in model.named_parameters():
         if n.startswith(("policy_out", "value_out")):
             assert torch.equal(p.grad, before[n]), n
@@ -139,16 +139,13 @@ def test_excluded_heads_are_bit_identical():
             assert not torch.equal(p.grad, before[n]), n  # grads ×10 are far above λ·‖W‖
 
 
-def test_blog_preset_and_unknown_groups():
+def test_whole_heads_excluded_and_unknown_groups():
     model = TwoHeadNet()
     names = [n for n, _ in select_parameters(model, ["policy_head", "value_head"])]
     assert names == ["gain", "stem.weight", "stem.bias"]
-    assert [n for n, _ in select_parameters(model, "blog")] == names
     assert len(select_parameters(model, [])) == len(list(model.parameters()))
     with pytest.raises(ValueError, match="policy_logits"):
         select_parameters(model, ["policy_logits", "value_final"])
-    with pytest.raises(ValueError, match="preset"):
-        select_parameters(model, "heads")
 
 
 # ------------------------------------------------------------------------------ properties
@@ -188,7 +185,7 @@ def test_amp_unscaled_grads_equal_fp32_grads():
         return p.square().mean() + v.square().mean()
 
     loss_of(ref).backward()
-    AGC(select_parameters(ref))()
+    AGC([p for _, p in select_parameters(ref)])()
 
     # torch.amp.GradScaler works on CPU: scale the loss, unscale_ the optimizer's grads, then AGC.
     opt = torch.optim.SGD(amp.parameters(), lr=0.1)
@@ -196,7 +193,7 @@ def test_amp_unscaled_grads_equal_fp32_grads():
     scaler.scale(loss_of(amp)).backward()
     assert not torch.equal(amp.stem.weight.grad, ref.stem.weight.grad)  # still scaled
     scaler.unscale_(opt)
-    AGC(select_parameters(amp))()
+    AGC([p for _, p in select_parameters(amp)])()
     for (n, a), b in zip(amp.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=0, msg=n)
 

@@ -10,8 +10,9 @@ import torch
 
 from conftest import FIXTURES, FLOODGATE_FILES, OPENINGS, SELFPLAY_FILES, extra_files
 from shogitrain import features as F
-from shogitrain.records.csa import decode_record_bytes
+from shogitrain.records.text import decode_record_bytes
 from shogitrain.shards import format as fmt
+from shogitrain.shogi import vocabulary as vocab
 
 cshogi = pytest.importorskip("cshogi")
 from cshogi import CSA, dlshogi  # noqa: E402
@@ -78,9 +79,9 @@ def assert_matches(rows, f1, f2, labels, batch=4096):
             planes1 = np.flatnonzero(bad1[i].any((1, 2))).tolist()
             planes2 = np.flatnonzero(bad2[i].any((1, 2))).tolist()
             r = rows[s + i]
-            sfen = fmt.sfen_of(r["board"], r["hand"], int(r["turn"]))
+            sfen = vocab.sfen_of(r["board"], r["hand"], int(r["turn"]))
             raise AssertionError(
-                f"position {s + i} ({sfen}, move {fmt.usi_from_move16(int(r['move16']))}): "
+                f"position {s + i} ({sfen}, move {vocab.usi_from_move16(int(r['move16']))}): "
                 f"features1 planes {planes1}, features2 planes {planes2}, "
                 f"label {int(lab[i])} vs {int(labels[s + i])}; "
                 f"mismatching elements: {int(bad1.sum())} + {int(bad2.sum())} + {int(bad3.sum())}")
@@ -154,14 +155,14 @@ def random_sfens(n, seed=0):
     for i in range(n):
         board = np.zeros(81, np.uint8)
         squares = rng.permutation(81)
-        board[squares[0]] = fmt.OU
-        board[squares[1]] = fmt.OU + fmt.WHITE_OFFSET
-        codes = [c for c in range(1, 15) if c != fmt.OU]
-        codes += [c + fmt.WHITE_OFFSET for c in codes]
+        board[squares[0]] = vocab.OU
+        board[squares[1]] = vocab.OU + vocab.WHITE_OFFSET
+        codes = [c for c in range(1, 15) if c != vocab.OU]
+        codes += [c + vocab.WHITE_OFFSET for c in codes]
         count = int(rng.integers(0, 60))
         board[squares[2:2 + count]] = rng.choice(codes, size=count)
         hand = [[int(rng.integers(0, c + 1)) if rng.random() < 0.5 else 0 for c in caps] for _ in range(2)]
-        out.append(fmt.sfen_of(board, hand, i % 2))
+        out.append(vocab.sfen_of(board, hand, i % 2))
     return out
 
 
@@ -186,23 +187,23 @@ def test_random_positions_promoted_pieces_everywhere():
 def test_lone_sliders_on_every_square():
     """Each slider alone on an open board (longest rays, every board edge), of each color, either
     side to move, and once more with a blocker on every other square of the board."""
-    kings = {0: fmt.OU + fmt.WHITE_OFFSET, 80: fmt.OU}   # corners 1a / 9i
+    kings = {0: vocab.OU + vocab.WHITE_OFFSET, 80: vocab.OU}   # corners 1a / 9i
     sfens = []
     rng = np.random.default_rng(1)
     for sq in range(81):
         if sq in kings:
             continue
-        for pt in (fmt.KA, fmt.UM, fmt.HI, fmt.RY):
-            for color in (0, fmt.WHITE_OFFSET):
+        for pt in (vocab.KA, vocab.UM, vocab.HI, vocab.RY):
+            for color in (0, vocab.WHITE_OFFSET):
                 for turn in (0, 1):
                     board = np.zeros(81, np.uint8)
                     for k_sq, code in kings.items():
                         board[k_sq] = code
                     board[sq] = pt + color
-                    sfens.append(fmt.sfen_of(board, [[0] * 7, [0] * 7], turn))
+                    sfens.append(vocab.sfen_of(board, [[0] * 7, [0] * 7], turn))
                     free = [s for s in range(81) if board[s] == 0]
-                    board[free[int(rng.integers(len(free)))]] = fmt.FU + (fmt.WHITE_OFFSET - color)
-                    sfens.append(fmt.sfen_of(board, [[0] * 7, [0] * 7], turn))
+                    board[free[int(rng.integers(len(free)))]] = vocab.FU + (vocab.WHITE_OFFSET - color)
+                    sfens.append(vocab.sfen_of(board, [[0] * 7, [0] * 7], turn))
     check_sfens(sfens)
 
 
@@ -253,12 +254,12 @@ CHECKS = [
 
 
 def _mirror(sfen):
-    board, hand, turn, ply = fmt.parse_sfen(sfen)
+    board, hand, turn, ply = vocab.parse_sfen(sfen)
     rot = [0] * 81
     for sq, code in enumerate(board):
         if code:
-            rot[80 - sq] = code + fmt.WHITE_OFFSET if code < fmt.WHITE_OFFSET else code - fmt.WHITE_OFFSET
-    return fmt.sfen_of(rot, [hand[1], hand[0]], 1 - turn, ply)
+            rot[80 - sq] = code + vocab.WHITE_OFFSET if code < vocab.WHITE_OFFSET else code - vocab.WHITE_OFFSET
+    return vocab.sfen_of(rot, [hand[1], hand[0]], 1 - turn, ply)
 
 
 def test_checks_by_every_piece_type_both_sides():
@@ -325,7 +326,7 @@ def test_extra_openings_every_ply():
 # ---------------------------------------------------------------- the spec's worked examples
 
 
-START = fmt.STARTPOS_SFEN
+START = vocab.STARTPOS_SFEN
 
 
 @pytest.mark.parametrize("sfen,usi,label", [

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from shogitrain.config import LossConfig
-from shogitrain.train.loss import EVAL_SCALE, policy_value_loss, value_targets
+from shogitrain.names import EVAL_SCALE
+from shogitrain.train.loss import policy_value_loss, value_targets
 
 LN2, LN3 = math.log(2), math.log(3)
 

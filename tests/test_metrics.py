@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shogitrain.evaluate import METRIC_NAMES, MetricAccumulator
-from shogitrain.train.loss import EVAL_SCALE
+from shogitrain.names import EVAL_SCALE
 
 
 def sig(x):

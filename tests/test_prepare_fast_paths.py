@@ -16,10 +16,10 @@ import pytest
 from conftest import FIXTURES, SAMPLE, extra_files
 from shogitrain.prepare import GameResult, _games_line, prepare
 from shogitrain.records import read_csa
-from shogitrain.records.csa import STATE_SIZE, Position
+from shogitrain.shogi.position import STATE_SIZE, Position
 from shogitrain.records.filters import ALL_ENDINGS, GameFilter
 from shogitrain.shards.convert import game_rows, games_rows
-from shogitrain.shards.format import STARTPOS_SFEN
+from shogitrain.shogi.vocabulary import STARTPOS_SFEN
 from shogitrain.shards.reader import load_games
 
 SELFPLAY = sorted((SAMPLE / "selfplay").glob("*.csa"))
@@ -44,12 +44,11 @@ def _check_reader_positions(files) -> int:
     for path in files:
         fast = read_csa(path, positions=True)
         plain = read_csa(path)
-        assert fast == plain  # the records themselves are unchanged (the positions are not a field)
+        assert fast == plain  # the records themselves are unchanged (positions do not take part in ==)
         items = []
         for g, p in zip(fast, plain):
-            assert not hasattr(p, "_positions")
-            states, moves = g._positions
-            assert moves is g.moves and len(states) == STATE_SIZE * len(g.moves)
+            assert p.positions is None
+            assert len(g.positions) == STATE_SIZE * len(g.moves)
             for n in {len(g.moves), rng.randrange(len(g.moves) + 1), 0}:
                 a = game_rows(g, n, game_id=7, draw=g.winner is None)
                 b = game_rows(p, n, game_id=7, draw=g.winner is None)
@@ -65,10 +64,10 @@ def _check_reader_positions(files) -> int:
 def test_positions_of_a_changed_record_are_not_used():
     (g,) = read_csa(SELFPLAY[0], positions=True)
     want = game_rows(read_csa(SELFPLAY[0])[0], 20)
-    g.moves = list(g.moves)  # another list: replayed
+    g.moves = list(g.moves)  # another list of the same moves: the same rows
     assert game_rows(g, 20).tobytes() == want.tobytes()
     (g,) = read_csa(SELFPLAY[0], positions=True)
-    g._positions = (b"\x00" * len(g._positions[0]), g.moves)  # (the snapshots are what is used otherwise)
+    g.positions = b"\x00" * len(g.positions)  # (the snapshots are what is used otherwise)
     assert game_rows(g, 20).tobytes() != want.tobytes()
     g.moves.append("1g1f")  # same list, other length: replayed
     assert game_rows(g, 20).tobytes() == want.tobytes()

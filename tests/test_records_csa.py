@@ -13,9 +13,11 @@ import pytest
 
 from conftest import FIXTURES, FLOODGATE_FILES, SELFPLAY_FILES, extra_files
 from shogitrain.records import RecordError, read_csa
-from shogitrain.records.csa import IllegalMove, Position, _Header, _read_moves, decode_record_bytes
+from shogitrain.records.csa import _Header, _read_moves
+from shogitrain.records.text import decode_record_bytes
+from shogitrain.shogi.position import IllegalMove, Position
 from shogitrain.records.game import GameRecord
-from shogitrain.shards.format import STARTPOS_SFEN, parse_sfen
+from shogitrain.shogi.vocabulary import STARTPOS_SFEN, parse_sfen
 
 cshogi = pytest.importorskip("cshogi")
 import cshogi.CSA  # noqa: E402
@@ -53,7 +55,7 @@ def _uses_piece_lists(path: str) -> bool:
 #   both are valid SFEN for the same position, so positions are compared parsed, not as strings.
 # * missing data: cshogi reports 0 for a move without '** comment and 0.0 for an absent rating; we give
 #   None (a real 0 score / unrated player must stay distinguishable).
-# * '%TSUMI' (kifu-for-js-9fu.csa): cshogi gives win 0 (no result); the side to move is mated, so the other
+# * '%TSUMI' (tsume-board.csa): cshogi gives win 0 (no result); the side to move is mated, so the other
 #   side (black here) wins.
 # * max-moves self-play games written as '%JISHOGI' + "'summary:max_moves:…": the summary takes
 #   precedence, so our endgame is '%MAX_MOVES' where cshogi reports '%JISHOGI' (both: no winner).
@@ -382,7 +384,7 @@ def test_reader_tracks_king_and_check_through_random_games():
         (g,) = read_csa(_csa_text_of(usi), positions=True)
         assert g.moves == usi
         replay = shogi.Board()
-        states, _ = g._positions
+        states = g.positions
         for k, u in enumerate(usi):
             assert states[96 * k: 96 * (k + 1)] == bytes(Position.from_sfen(replay.sfen()).st)
             replay.push_usi(u)

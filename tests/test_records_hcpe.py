@@ -7,8 +7,10 @@ import pytest
 
 from conftest import FLOODGATE_FILES, SELFPLAY_FILES
 from shogitrain.records import RecordError, read_csa
-from shogitrain.records.hcpe import HCPE_DTYPE, decode_hcp, read_hcpe, rows_from_hcpe
-from shogitrain.shards.format import POSITION_DTYPE, STARTPOS_SFEN, move16_from_usi, parse_sfen
+from shogitrain.records.hcpe import HCPE_DTYPE, decode_hcp, read_hcpe
+from shogitrain.shards.convert import rows_from_hcpe
+from shogitrain.shards.format import POSITION_DTYPE
+from shogitrain.shogi.vocabulary import STARTPOS_SFEN, move16_from_usi, parse_sfen
 
 cshogi = pytest.importorskip("cshogi")
 

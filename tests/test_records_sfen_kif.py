@@ -8,7 +8,7 @@ import shogi.KIF
 
 from conftest import FIXTURES, OPENINGS, SELFPLAY_FILES, extra_files
 from shogitrain.records import RecordError, read_csa, read_kif, read_records, read_sfen_lines
-from shogitrain.shards.format import STARTPOS_SFEN
+from shogitrain.shogi.vocabulary import STARTPOS_SFEN
 
 
 def test_sfen_line_forms():

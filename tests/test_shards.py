@@ -7,15 +7,8 @@ from conftest import FLOODGATE_FILES, SELFPLAY_FILES
 from shogitrain.records.filters import GameFilter
 from shogitrain.records.game import GameRecord
 from shogitrain.shards.convert import game_rows
-from shogitrain.shards.format import (
-    EVAL_MISSING,
-    POSITION_DTYPE,
-    move16_from_usi,
-    parse_sfen,
-    rows_from_sfens,
-    sfen_of,
-    usi_from_move16,
-)
+from shogitrain.shards.format import EVAL_MISSING, POSITION_DTYPE, rows_from_sfens
+from shogitrain.shogi.vocabulary import move16_from_usi, parse_sfen, sfen_of, usi_from_move16
 from shogitrain.shards.reader import ShardDataset
 from shogitrain.shards.writer import ShardWriter
 

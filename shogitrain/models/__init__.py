@@ -5,12 +5,10 @@
 docs/internals.md for the model contract (``model.config``, ``model.parameter_groups()``).
 """
 
-from .layers import ACTIVATION_GAMMAS, ACTIVATIONS, GammaAct, ScaledStdConv2d, activation_gamma
-from .resnet import (ARCH_OPTIONS, ARCHS, NF_STEM_SCALE, PARAMETER_GROUPS, POLICY_SIZE, SKIP_INITS,
-                     ShogiResNet, build_model, parameter_groups)
+from .layers import ACTIVATION_GAMMAS, GammaAct, ScaledStdConv2d, activation_gamma
+from .resnet import NF_STEM_SCALE, RECIPES, SKIP_INITS, ShogiResNet, build_model, parameter_groups
 
 __all__ = [
-    "ACTIVATION_GAMMAS", "ACTIVATIONS", "ARCHS", "ARCH_OPTIONS", "NF_STEM_SCALE", "PARAMETER_GROUPS",
-    "POLICY_SIZE", "SKIP_INITS", "GammaAct", "ScaledStdConv2d", "ShogiResNet", "activation_gamma",
-    "build_model", "parameter_groups",
+    "ACTIVATION_GAMMAS", "NF_STEM_SCALE", "RECIPES", "SKIP_INITS", "GammaAct", "ScaledStdConv2d",
+    "ShogiResNet", "activation_gamma", "build_model", "parameter_groups",
 ]

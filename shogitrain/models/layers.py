@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shogitrain.names import ACTIVATIONS
+
 # γ = 1/std(act(z)) for z ~ N(0,1); DeepMind nfnets/base.py and timm nfnet.py (same numbers).
 ACTIVATION_GAMMAS: dict[str, float] = {
     "relu": 1.7139588594436646,
@@ -65,7 +67,7 @@ _ACTIVATION_FUNCTIONS = {
     "identity": _identity,
 }
 
-ACTIVATIONS: tuple[str, ...] = tuple(ACTIVATION_GAMMAS)
+assert tuple(ACTIVATION_GAMMAS) == tuple(_ACTIVATION_FUNCTIONS) == ACTIVATIONS, "activation tables out of step"
 
 
 def check_activation(name: str) -> str:

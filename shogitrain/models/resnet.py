@@ -60,29 +60,19 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .layers import (ACTIVATIONS, GammaAct, ScaledStdConv2d, activation_gamma, check_activation,
+from shogitrain.names import (ARCHS, FEATURES1_PLANES, FEATURES2_PLANES, MOVE_DIRECTIONS,
+                              PARAMETER_GROUPS, POLICY_SIZE)
+
+from .layers import (GammaAct, ScaledStdConv2d, activation_gamma, check_activation,
                      fold_batchnorm, is_finite_float)
 
-FEATURES1_PLANES = 62
-FEATURES2_PLANES = 57
-MOVE_DIRECTIONS = 27
-SQUARES = 81
-POLICY_SIZE = MOVE_DIRECTIONS * SQUARES  # 2187
-
-ARCHS = ("bn", "nf", "nf-blog")
 SKIP_INITS = ("zero", "one", "last_gain")
-# Options per arch and their defaults (the defaults reproduce the 2021 experiment).
-ARCH_OPTIONS: dict[str, dict] = {
-    "bn": {},
-    "nf": {"alpha": 0.2, "skip_init": "zero", "eps": 1e-4},
-    "nf-blog": {"alpha": 0.2, "blog_eps": 1e-4, "blog_skip_gain": True},
-}
-PARAMETER_GROUPS = ("stem", "blocks", "policy_head", "value_head", "policy_final", "value_final",
-                    "gains", "biases", "norm")
 
 # Default 1/rms of the 'nf' stem output (see the module docstring, "Stem standardisation").
 NF_STEM_SCALE = 2.8
@@ -103,23 +93,14 @@ class ChannelAffine(nn.Module):
 class Stem(nn.Module):
     """``features1_3x3(x1) + features1_1x1(x1) + features2_1x1(x2)`` → norm → standardize → act."""
 
-    def __init__(self, arch: str, channels: int, activation: str, eps: float):
+    def __init__(self, recipe: "Recipe", channels: int, activation: str, eps: float):
         super().__init__()
-
-        def conv(planes: int, kernel: int) -> nn.Module:
-            if arch == "bn":
-                return nn.Conv2d(planes, channels, kernel, padding=kernel // 2, bias=False)
-            if arch == "nf":
-                return ScaledStdConv2d(planes, channels, kernel, padding=kernel // 2, eps=eps)
-            return ScaledStdConv2d(planes, channels, kernel, padding=kernel // 2, eps=eps,
-                                   gamma=activation_gamma(activation), std_form="blog")
-
-        self.features1_3x3 = conv(FEATURES1_PLANES, 3)
-        self.features1_1x1 = conv(FEATURES1_PLANES, 1)
-        self.features2_1x1 = conv(FEATURES2_PLANES, 1)
-        self.norm = nn.BatchNorm2d(channels) if arch == "bn" else nn.Identity()
-        self.standardize = ChannelAffine(channels, NF_STEM_SCALE) if arch == "nf" else nn.Identity()
-        self.act = GammaAct(activation) if arch == "bn" else nn.Identity()
+        self.features1_3x3 = recipe.conv(FEATURES1_PLANES, channels, 3, activation, eps)
+        self.features1_1x1 = recipe.conv(FEATURES1_PLANES, channels, 1, activation, eps)
+        self.features2_1x1 = recipe.conv(FEATURES2_PLANES, channels, 1, activation, eps)
+        self.norm = nn.BatchNorm2d(channels) if recipe.batch_norm else nn.Identity()
+        self.standardize = ChannelAffine(channels, NF_STEM_SCALE) if recipe.stem_standardize else nn.Identity()
+        self.act = GammaAct(activation) if recipe.batch_norm else nn.Identity()
 
     def conv_sum(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         y = self.features1_3x3(x1)
@@ -229,18 +210,11 @@ class PolicyHead(nn.Module):
 class ValueHead(nn.Module):
     """``conv`` (k→27, 1×1) → ``norm`` → ``act1`` → ``fc1`` → ``act2`` → ``fc2`` (one logit)."""
 
-    def __init__(self, arch: str, channels: int, fc_units: int, activation: str, eps: float):
+    def __init__(self, recipe: "Recipe", channels: int, fc_units: int, activation: str, eps: float):
         super().__init__()
-        gamma = activation_gamma(activation)
-        if arch == "bn":
-            self.conv = nn.Conv2d(channels, MOVE_DIRECTIONS, 1, bias=False)
-        elif arch == "nf":
-            self.conv = ScaledStdConv2d(channels, MOVE_DIRECTIONS, 1, eps=eps)
-        else:
-            self.conv = ScaledStdConv2d(channels, MOVE_DIRECTIONS, 1, eps=eps, gamma=gamma,
-                                        std_form="blog")
-        self.norm = nn.BatchNorm2d(MOVE_DIRECTIONS) if arch == "bn" else nn.Identity()
-        act_gamma = gamma if arch == "nf" else 1.0
+        self.conv = recipe.conv(channels, MOVE_DIRECTIONS, 1, activation, eps)
+        self.norm = nn.BatchNorm2d(MOVE_DIRECTIONS) if recipe.batch_norm else nn.Identity()
+        act_gamma = activation_gamma(activation) if recipe.gamma_on_activations else 1.0
         self.act1 = GammaAct(activation, act_gamma)
         self.fc1 = nn.Linear(POLICY_SIZE, fc_units)
         self.act2 = GammaAct(activation, act_gamma)
@@ -371,6 +345,45 @@ def _fuse_block(block: nn.Module) -> None:
     block.skip_gain = None
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What an arch changes in the one network layout, chosen once by :func:`build_model`."""
+
+    conv: Callable[..., nn.Module]   # (in, out, kernel, activation, eps) → the stem's and value head's convs
+    block: Callable[..., nn.Module]  # (channels, activation, beta, options) → a residual block
+    batch_norm: bool                 # BatchNorm after the stem sum and the value conv; else NF signal bookkeeping
+    stem_standardize: bool           # the fixed per-channel affine after the stem sum ('nf')
+    gamma_on_activations: bool       # γ·act (DeepMind's NF style) rather than γ folded into the WS convs
+    options: dict                    # build_model's options for this arch and their defaults
+
+
+def _plain_conv(cin: int, cout: int, kernel: int, activation: str, eps: float) -> nn.Module:
+    return nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
+
+
+def _ws_conv(cin: int, cout: int, kernel: int, activation: str, eps: float) -> nn.Module:
+    return ScaledStdConv2d(cin, cout, kernel, padding=kernel // 2, eps=eps)
+
+
+def _blog_ws_conv(cin: int, cout: int, kernel: int, activation: str, eps: float) -> nn.Module:
+    return ScaledStdConv2d(cin, cout, kernel, padding=kernel // 2, eps=eps, gamma=activation_gamma(activation),
+                           std_form="blog")
+
+
+RECIPES = {
+    "bn": Recipe(_plain_conv, lambda c, act, beta, o: BNBlock(c, act), batch_norm=True,
+                 stem_standardize=False, gamma_on_activations=False, options={}),
+    "nf": Recipe(_ws_conv, lambda c, act, beta, o: NFBlock(c, act, beta, o["alpha"], o["skip_init"], o["eps"]),
+                 batch_norm=False, stem_standardize=True, gamma_on_activations=True,
+                 options={"alpha": 0.2, "skip_init": "zero", "eps": 1e-4}),
+    "nf-blog": Recipe(_blog_ws_conv,
+                      lambda c, act, beta, o: NFBlogBlock(c, act, beta, o["alpha"], o["blog_eps"], o["blog_skip_gain"]),
+                      batch_norm=False, stem_standardize=False, gamma_on_activations=False,
+                      options={"alpha": 0.2, "blog_eps": 1e-4, "blog_skip_gain": True}),
+}
+assert tuple(RECIPES) == ARCHS, "an arch without a recipe"
+
+
 def _positive_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -378,9 +391,9 @@ def _positive_int(name: str, value, minimum: int) -> int:
 
 
 def _resolve_options(arch: str, options: dict) -> dict:
-    if arch not in ARCH_OPTIONS:
+    if arch not in RECIPES:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    allowed = ARCH_OPTIONS[arch]
+    allowed = RECIPES[arch].options
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         known = ", ".join(allowed) if allowed else "none"
@@ -418,26 +431,20 @@ def build_model(arch: str, blocks: int = 10, channels: int = 192, fc_units: int 
               "activation": activation, **opts}
     eps = opts.get("eps", opts.get("blog_eps", 0.0))
 
-    stem = Stem(arch, channels, activation, eps)
+    recipe = RECIPES[arch]
+    stem = Stem(recipe, channels, activation, eps)
     residual: list[nn.Module] = []
     expected_std = 1.0  # std of the stem output (unit by the stem standardisation)
     for _ in range(blocks):
-        beta = 1.0 / expected_std
-        if arch == "bn":
-            residual.append(BNBlock(channels, activation))
-        elif arch == "nf":
-            residual.append(NFBlock(channels, activation, beta, opts["alpha"], opts["skip_init"], eps))
-        else:
-            residual.append(NFBlogBlock(channels, activation, beta, opts["alpha"], eps,
-                                        opts["blog_skip_gain"]))
-        if arch != "bn":
+        residual.append(recipe.block(channels, activation, 1.0 / expected_std, opts))
+        if not recipe.batch_norm:
             expected_std = math.sqrt(expected_std ** 2 + opts["alpha"] ** 2)
-    if arch == "bn":
+    if recipe.batch_norm:  # its blocks end with an activation
         final_act: nn.Module = nn.Identity()
     else:
-        final_act = GammaAct(activation, activation_gamma(activation) if arch == "nf" else 1.0)
+        final_act = GammaAct(activation, activation_gamma(activation) if recipe.gamma_on_activations else 1.0)
     return ShogiResNet(config, stem, nn.Sequential(*residual), final_act, PolicyHead(channels),
-                       ValueHead(arch, channels, fc_units, activation, eps))
+                       ValueHead(recipe, channels, fc_units, activation, eps))
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
@@ -482,5 +489,4 @@ def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
     return groups
 
 
-__all__ = ["ARCHS", "ARCH_OPTIONS", "ACTIVATIONS", "PARAMETER_GROUPS", "SKIP_INITS", "POLICY_SIZE",
-           "NF_STEM_SCALE", "ShogiResNet", "build_model", "parameter_groups"]
+__all__ = ["RECIPES", "SKIP_INITS", "NF_STEM_SCALE", "ShogiResNet", "build_model", "parameter_groups"]

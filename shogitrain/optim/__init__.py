@@ -5,19 +5,15 @@
 * :mod:`.schedules` — ``build_optimizer`` (sgd/adam/adamw/radam/nlcg) and ``build_scheduler``.
 """
 
-from .agc import AGC, AGC_EXCLUDE_PRESETS, adaptive_clip_, select_parameters
+from .agc import AGC, select_parameters
 from .nlcg import NLCG, LINE_SEARCH_RULES, LineSearchRule
-from .schedules import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler, split_weight_decay
+from .schedules import build_optimizer, build_scheduler, split_weight_decay
 
 __all__ = [
     "AGC",
-    "AGC_EXCLUDE_PRESETS",
     "LINE_SEARCH_RULES",
     "LineSearchRule",
     "NLCG",
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "adaptive_clip_",
     "build_optimizer",
     "build_scheduler",
     "select_parameters",

@@ -26,12 +26,11 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
+from shogitrain.names import OPTIMIZERS, SCHEDULES
+
 from .nlcg import NLCG
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_scheduler", "split_weight_decay"]
-
-OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "nlcg")
-SCHEDULES = ("constant", "step", "cosine")
+__all__ = ["build_optimizer", "build_scheduler", "split_weight_decay"]
 
 
 def split_weight_decay(model_or_named_params, no_decay_groups: Iterable[str] = ()) -> tuple[list, list]:

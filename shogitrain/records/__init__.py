@@ -2,7 +2,7 @@
 
 ``read_records(path)`` dispatches on the file extension (``.csa``; ``.kif``/``.kifu``; ``.sfen``/``.usi``/
 ``.txt``), sniffing the content when the extension is missing or unknown-but-textual; hcpe files
-(``.hcpe``, binary positions rather than games) are read with ``read_hcpe``/``rows_from_hcpe``.
+(``.hcpe``, binary positions rather than games) are read with ``read_hcpe`` and decoded with ``decode_hcp``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import os
 
 from shogitrain.records.csa import read_csa
 from shogitrain.records.game import GameRecord, RecordError
-from shogitrain.records.hcpe import HCPE_DTYPE, decode_hcp, read_hcpe, rows_from_hcpe
+from shogitrain.records.hcpe import HCPE_DTYPE, decode_hcp, read_hcpe
 from shogitrain.records.kif import read_kif
 from shogitrain.records.sfen import read_sfen_lines
 
 __all__ = [
-    "GameRecord", "RecordError", "read_csa", "read_kif", "read_sfen_lines", "read_hcpe", "rows_from_hcpe",
+    "GameRecord", "RecordError", "read_csa", "read_kif", "read_sfen_lines", "read_hcpe",
     "decode_hcp", "HCPE_DTYPE", "read_records",
 ]
 
@@ -61,7 +61,7 @@ def read_records(path) -> list[GameRecord]:
         raise RecordError(p, None, "is a directory")
     ext = os.path.splitext(p)[1].lower()
     if ext == ".hcpe":
-        raise RecordError(p, None, "hcpe holds positions, not games: use read_hcpe / rows_from_hcpe")
+        raise RecordError(p, None, "hcpe holds positions, not games: use read_hcpe")
     if not os.path.exists(p):
         raise RecordError(p, None, "no such file")
     reader = _BY_EXT.get(ext)

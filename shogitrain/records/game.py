@@ -20,6 +20,9 @@ class GameRecord:
     winner    0 black, 1 white, None for draws and unfinished games
     problems  (line, reason) for anything that made the record incomplete (e.g. an illegal move:
               the game is kept up to the move before it)
+    positions the position before each move as the reader replayed it (``read_csa(...,
+              positions=True)``): ``len(moves) * 96`` bytes, each a shard row's board, hands and
+              side to move; None when not kept. Lets ``shards.convert`` skip a second replay.
     """
 
     sfen: str
@@ -34,6 +37,7 @@ class GameRecord:
     source: str | None = None
     line: int | None = None  # line of the file where the game starts (1-based)
     problems: list[tuple[int | None, str]] = field(default_factory=list)
+    positions: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class RecordError(Exception):

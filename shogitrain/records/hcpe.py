@@ -38,11 +38,9 @@ import os
 import numpy as np
 
 from shogitrain.records.game import RecordError
-from shogitrain.shards.format import (
-    FU, GI, HAND_INDEX, HI, KA, KE, KI, KY, OU, POSITION_DTYPE, PROMOTED_OFFSET, WHITE_OFFSET,
-)
+from shogitrain.shogi.vocabulary import FU, GI, HAND_INDEX, HI, KA, KE, KI, KY, OU, PROMOTED_OFFSET, WHITE_OFFSET
 
-__all__ = ["HCPE_DTYPE", "read_hcpe", "decode_hcp", "rows_from_hcpe"]
+__all__ = ["HCPE_DTYPE", "read_hcpe", "decode_hcp"]
 
 HCPE_DTYPE = np.dtype(
     [("hcp", "u1", (32,)), ("eval", "<i2"), ("bestMove16", "<u2"), ("gameResult", "u1"), ("dummy", "u1")]
@@ -109,7 +107,7 @@ def read_hcpe(path) -> np.ndarray:
 def decode_hcp(hcp: np.ndarray):
     """Decode Huffman positions ``hcp`` (uint8 [N, 32]) → (board u1[N,81], hand u1[N,2,7], turn u1[N], ok bool[N]).
 
-    ``board`` uses shogitrain.shards.format's piece codes, ``hand`` its HAND_KINDS order. Rows whose bits
+    ``board`` uses shogitrain.shogi.vocabulary's piece codes, ``hand`` its HAND_KINDS order. Rows whose bits
     do not decode to a position with all 40 pieces get ``ok`` False (and zeros).
     """
     hcp = np.ascontiguousarray(hcp, dtype=np.uint8).reshape(-1, 32)
@@ -159,31 +157,3 @@ def decode_hcp(hcp: np.ndarray):
     hand[~ok] = 0
     turn[~ok] = 0
     return board, hand, turn, ok
-
-
-def rows_from_hcpe(arr: np.ndarray, *, game: int = 0) -> np.ndarray:
-    """hcpe records → shard rows (POSITION_DTYPE). Rows that do not decode raise ValueError.
-
-    result: gameResult (1 black win, 2 white win, 0 draw) from the side to move ×2 (0 loss, 1 draw, 2 win);
-    eval: as stored (already from the side to move); move16 copied; ply 0
-    (hcpe does not record it); game = ``game``.
-    """
-    arr = np.asarray(arr)
-    if arr.dtype != HCPE_DTYPE:
-        arr = arr.view(HCPE_DTYPE) if arr.dtype.itemsize == 38 else arr.astype(HCPE_DTYPE)
-    board, hand, turn, ok = decode_hcp(arr["hcp"])
-    if not ok.all():
-        bad = np.nonzero(~ok)[0]
-        raise ValueError(f"{bad.size} hcpe rows do not decode (first: row {int(bad[0])})")
-    rows = np.zeros(arr.shape[0], POSITION_DTYPE)
-    rows["board"] = board
-    rows["hand"] = hand
-    rows["turn"] = turn
-    rows["ply"] = 0
-    rows["move16"] = arr["bestMove16"]
-    res = arr["gameResult"].astype(np.int64)
-    win_side = np.where(res == 1, 0, np.where(res == 2, 1, -1))
-    rows["result"] = np.where(win_side < 0, 1, np.where(win_side == turn, 2, 0))
-    rows["eval"] = arr["eval"]
-    rows["game"] = game
-    return rows

@@ -16,8 +16,9 @@ import re
 import shogi
 import shogi.KIF
 
-from shogitrain.records.csa import IllegalMove, Position, load_text
 from shogitrain.records.game import GameRecord, RecordError
+from shogitrain.records.text import load_text
+from shogitrain.shogi.position import IllegalMove, Position
 
 __all__ = ["read_kif"]
 

@@ -15,27 +15,14 @@ cannot be read is dropped (appended to ``skipped`` as a :class:`RecordError` whe
 
 from __future__ import annotations
 
-from shogitrain.records.csa import IllegalMove, Position, load_text
 from shogitrain.records.game import GameRecord, RecordError
-from shogitrain.shards.format import STARTPOS_SFEN
+from shogitrain.records.text import iter_lines, load_text
+from shogitrain.shogi.position import IllegalMove, Position
+from shogitrain.shogi.vocabulary import STARTPOS_SFEN
 
 __all__ = ["read_sfen_lines", "parse_position_line"]
 
 _START = Position.from_sfen(STARTPOS_SFEN)
-
-
-def _iter_lines(text: str):
-    """(line number, line) without materialising the list of all lines."""
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    pos, n, ln = 0, len(text), 1
-    while pos < n:
-        j = text.find("\n", pos)
-        if j < 0:
-            j = n
-        yield ln, text[pos:j]
-        pos = j + 1
-        ln += 1
 
 
 def parse_position_line(line: str, lineno: int | None = None, source=None) -> GameRecord | None:
@@ -90,7 +77,7 @@ def read_sfen_lines(path_or_text, *, skipped: list | None = None) -> list[GameRe
     text, source, file_problems = load_text(path_or_text)
     games: list[GameRecord] = []
     dropped: list[RecordError] = []
-    for ln, line in _iter_lines(text):
+    for ln, line in iter_lines(text):
         try:
             rec = parse_position_line(line, ln, source)
         except RecordError as e:

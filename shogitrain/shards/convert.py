@@ -14,45 +14,28 @@ from __future__ import annotations
 import numpy as np
 
 from shogitrain.records.game import GameRecord
-from shogitrain.shards.format import (
-    EVAL_LIMIT,
-    EVAL_MISSING,
-    HAND_INDEX,
-    OU,
-    POSITION_DTYPE,
-    PROMOTED_OFFSET,
-    SFEN_LETTERS,
-    STARTPOS_SFEN,
-    WHITE_OFFSET,
-    move16_from_usi,
+from shogitrain.records.hcpe import HCPE_DTYPE, decode_hcp
+from shogitrain.shards.format import EVAL_LIMIT, EVAL_MISSING, POSITION_DTYPE
+from shogitrain.shogi.position import CAPTURE_SLOT, HAND_SLOT, STATE_SIZE, TURN_INDEX
+from shogitrain.shogi.vocabulary import (
+    OU, PROMOTED_OFFSET, SFEN_LETTERS, SQUARE_NAMES, SQUARE_OF_NAME, STARTPOS_SFEN, WHITE_OFFSET, move16_from_usi,
     parse_sfen,
 )
 
-_SQUARE = {f"{f}{chr(96 + r)}": (f - 1) * 9 + (r - 1) for f in range(1, 10) for r in range(1, 10)}
-_STATE = 81 + 14 + 1  # board, hands (black 7, white 7), turn
 _ROW = POSITION_DTYPE.itemsize
-# hand slot of a captured piece code, from the capturer's point of view (demoted, color removed)
-_HAND_SLOT_OF_CAPTURE = {}
-for _code in range(1, 31):
-    _pt = _code - WHITE_OFFSET if _code > WHITE_OFFSET else _code
-    if 1 <= _pt <= 14 and _pt != OU:
-        _base = _pt - PROMOTED_OFFSET if _pt > OU else _pt
-        _HAND_SLOT_OF_CAPTURE[_code] = HAND_INDEX[_base]
-
 _MOVE16: dict = {}  # USI → move16, every board move and drop (filled on first use)
 
 
 def _fill_move16() -> None:
-    names = {sq: f"{sq // 9 + 1}{chr(97 + sq % 9)}" for sq in range(81)}
     table = {}
-    for frm, a in names.items():
-        for to, b in names.items():
+    for frm, a in enumerate(SQUARE_NAMES):
+        for to, b in enumerate(SQUARE_NAMES):
             if frm != to:
                 table[a + b] = to | (frm << 7)
                 table[a + b + "+"] = to | (frm << 7) | 0x4000
     for letter, pt in SFEN_LETTERS.items():
         if pt != OU:
-            for to, b in names.items():
+            for to, b in enumerate(SQUARE_NAMES):
                 table[f"{letter}*{b}"] = to | ((81 + pt - 1) << 7)
     _MOVE16.update(table)
 
@@ -72,19 +55,19 @@ def _replay(game: GameRecord, moves: list) -> tuple[bytes, list, int]:
     move16s = []
     for usi in moves:
         out += state
-        mover = state[95]
+        mover = state[TURN_INDEX]
         if usi[1] == "*":
             pt = SFEN_LETTERS[usi[0]]
-            to = _SQUARE[usi[2:4]]
+            to = SQUARE_OF_NAME[usi[2:4]]
             state[to] = pt + (WHITE_OFFSET if mover else 0)
-            state[81 + 7 * mover + HAND_INDEX[pt]] -= 1
+            state[HAND_SLOT[mover][pt]] -= 1
             move16s.append(to | ((81 + pt - 1) << 7))
         else:
-            frm = _SQUARE[usi[0:2]]
-            to = _SQUARE[usi[2:4]]
+            frm = SQUARE_OF_NAME[usi[0:2]]
+            to = SQUARE_OF_NAME[usi[2:4]]
             captured = state[to]
             if captured:
-                state[81 + 7 * mover + _HAND_SLOT_OF_CAPTURE[captured]] += 1
+                state[CAPTURE_SLOT[captured]] += 1
             piece = state[frm]
             state[frm] = 0
             if len(usi) == 5:  # "+": promote
@@ -93,7 +76,7 @@ def _replay(game: GameRecord, moves: list) -> tuple[bytes, list, int]:
             else:
                 state[to] = piece
                 move16s.append(to | (frm << 7))
-        state[95] = mover ^ 1
+        state[TURN_INDEX] = mover ^ 1
     return bytes(out), move16s, ply0
 
 
@@ -109,19 +92,18 @@ def _ply_of(sfen: str) -> int:
 
 def _positions(game: GameRecord, n: int) -> tuple[bytes, list, int]:
     """(states, move16s, start ply) for the first ``n`` moves: from the reader's snapshots when it kept
-    them for this very move list (see ``read_csa(positions=True)``), else by replaying."""
-    kept = getattr(game, "_positions", None)
+    them (``GameRecord.positions``), else by replaying."""
     moves = game.moves
     head = moves[:n]
-    if kept is not None and kept[1] is moves and len(kept[0]) == len(moves) * _STATE:
+    if game.positions is not None and len(game.positions) == len(moves) * STATE_SIZE:
         if not _MOVE16:
             _fill_move16()
         try:
             move16s = list(map(_MOVE16.__getitem__, head))
         except KeyError:  # not a move the reader writes (cannot happen for read_csa's records)
             move16s = [move16_from_usi(usi) for usi in head]
-        states = kept[0]
-        return (states if len(head) == len(moves) else states[: len(head) * _STATE]), move16s, _ply_of(game.sfen)
+        states = game.positions
+        return (states if len(head) == len(moves) else states[: len(head) * STATE_SIZE]), move16s, _ply_of(game.sfen)
     return _replay(game, head)
 
 
@@ -153,9 +135,9 @@ def games_rows(items) -> np.ndarray:
     rows = np.zeros(total, dtype=POSITION_DTYPE)
     if total == 0:
         return rows
-    raw = np.frombuffer(b"".join(states), dtype=np.uint8).reshape(total, _STATE)
-    rows.view(np.uint8).reshape(total, _ROW)[:, :_STATE] = raw
-    turns = raw[:, 95]
+    raw = np.frombuffer(b"".join(states), dtype=np.uint8).reshape(total, STATE_SIZE)
+    rows.view(np.uint8).reshape(total, _ROW)[:, :STATE_SIZE] = raw
+    turns = raw[:, TURN_INDEX]
     counts_a = np.array(counts, dtype=np.int64)
     starts = np.cumsum(counts_a) - counts_a
     # ply = start ply of the game + index within the game
@@ -169,4 +151,32 @@ def games_rows(items) -> np.ndarray:
     from_mover = np.clip(np.where(turns == 0, scores, -scores), -EVAL_LIMIT, EVAL_LIMIT)
     rows["eval"] = np.where(missing, EVAL_MISSING, from_mover)
     rows["game"] = np.repeat(np.array(ids, dtype=np.int64), counts_a)
+    return rows
+
+
+def rows_from_hcpe(arr: np.ndarray, *, game: int = 0) -> np.ndarray:
+    """hcpe records → shard rows (POSITION_DTYPE). Rows that do not decode raise ValueError.
+
+    result: gameResult (1 black win, 2 white win, 0 draw) from the side to move ×2 (0 loss, 1 draw, 2 win);
+    eval: as stored (already from the side to move); move16 copied; ply 0
+    (hcpe does not record it); game = ``game``.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype != HCPE_DTYPE:
+        arr = arr.view(HCPE_DTYPE) if arr.dtype.itemsize == 38 else arr.astype(HCPE_DTYPE)
+    board, hand, turn, ok = decode_hcp(arr["hcp"])
+    if not ok.all():
+        bad = np.nonzero(~ok)[0]
+        raise ValueError(f"{bad.size} hcpe rows do not decode (first: row {int(bad[0])})")
+    rows = np.zeros(arr.shape[0], POSITION_DTYPE)
+    rows["board"] = board
+    rows["hand"] = hand
+    rows["turn"] = turn
+    rows["ply"] = 0
+    rows["move16"] = arr["bestMove16"]
+    res = arr["gameResult"].astype(np.int64)
+    win_side = np.where(res == 1, 0, np.where(res == 2, 1, -1))
+    rows["result"] = np.where(win_side < 0, 1, np.where(win_side == turn, 2, 0))
+    rows["eval"] = arr["eval"]
+    rows["game"] = game
     return rows

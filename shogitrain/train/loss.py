@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shogitrain.config import LossConfig
+from shogitrain.names import EVAL_SCALE
 
-__all__ = ["EVAL_SCALE", "LossTerms", "eval_to_value", "policy_value_loss", "value_targets"]
+__all__ = ["LossTerms", "eval_to_value", "policy_value_loss", "value_targets"]
 
-EVAL_SCALE = 756.0864962951762  # dlshogi: value = sigmoid(eval / EVAL_SCALE)
 
 
 @dataclass

@@ -1,0 +1,34 @@
+"""The names and sizes that several parts of shogitrain must agree on, in one place.
+
+CLI choices, config validation, the models, the feature encoder, the loss, evaluation and export
+read them from here. No torch import: the CLI and the config load it cheaply.
+"""
+
+ARCHS = ("bn", "nf", "nf-blog")
+# Activations with a published NF gain γ (models/layers.py holds the gains); the BN net accepts them too.
+ACTIVATIONS = (
+    "relu", "silu", "gelu", "leaky_relu", "elu", "celu", "selu",
+    "tanh", "sigmoid", "softplus", "relu6", "identity",
+)
+# Parameter groups every model declares (``model.parameter_groups()``, docs/internals.md);
+# ``clip.agc_exclude``, ``optim.no_decay`` and GradInit select parameters by these names.
+PARAMETER_GROUPS = (
+    "stem", "blocks", "policy_head", "value_head", "policy_final", "value_final",
+    "gains", "biases", "norm",
+)
+AMP_MODES = ("off", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "nlcg")
+SCHEDULES = ("constant", "step", "cosine")
+CLIP_MODES = ("none", "norm", "agc")
+
+# dlshogi's input and output sizes: features1 planes, features2 planes, policy = 27 directions × 81 squares.
+FEATURES1_PLANES = 62
+FEATURES2_PLANES = 57
+MOVE_DIRECTIONS = 27
+SQUARES = 81
+POLICY_SIZE = MOVE_DIRECTIONS * SQUARES  # 2187
+
+# dlshogi: the engine eval as a win probability, value = sigmoid(eval / EVAL_SCALE).
+EVAL_SCALE = 756.0864962951762
+# dlshogi's weight of the eval target in the value loss: (1 − λ)·BCE(result) + λ·BCE(eval value).
+VALUE_LAMBDA = 0.333

@@ -14,16 +14,14 @@ eval and checkpoints off, no progress bar) for ``warmup + steps`` steps with
 ``train.log_interval = warmup``. Its rate is taken from ``metrics.jsonl``: ``steps`` divided by
 the difference of the ``time_s`` fields of the rows at step ``warmup`` and at the last step, so
 start-up (model build, first batches, git/run.json) and the final checkpoint are outside the
-window. *Bare*: the same model (``build_run_model``), optimizer (``build_run_optimizer``) and loss
-on 8 batches encoded once and kept on the device; zero_grad / forward / loss / backward / step,
-nothing else; ``warmup`` untimed steps, then ``steps`` timed ones. Loop and bare runs alternate,
-``--repeats`` times; the ratio printed is the median of the per-pair ratios. Next to it, the same
-ratio by process CPU time (all threads; the loop's read when its log rows are written), which a
-busy machine disturbs less — but it counts work, not overlap.
+window. *Bare*: the training step itself (``shogitrain.train.step.train_step`` on the run state of
+``build_run``) on 8 batches encoded once and kept on the device, nothing else; ``warmup`` untimed
+steps, then ``steps`` timed ones. Loop and bare runs alternate, ``--repeats`` times; the ratio
+printed is the median of the per-pair ratios.
 
-(b) **AGC share.** A bare loop with ``clip.mode=agc`` (arch ``nf``, or ``--agc-arch``) times the
-``agc()`` call itself with ``perf_counter`` (CUDA: synchronised before and after it) and the whole
-step; the share is Σ agc ÷ Σ step over the timed steps (median over repeats).
+(b) **AGC share.** The bare step with ``clip.mode=agc`` (arch ``nf``, or ``--agc-arch``), its
+``agc()`` call timed with ``perf_counter`` (CUDA: synchronised before and after it) against the
+whole step; the share is Σ agc ÷ Σ step over the timed steps (median over repeats).
 
 (c) **NF ÷ BN, nf-blog ÷ BN.** Bare-loop step times of the three archs at the same size, run in
 rotation, ``--repeats`` times; ratios of the medians.
@@ -49,14 +47,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from shogitrain.config import load_config  # noqa: E402
-from shogitrain.device import autocast_context, retain_freed_memory  # noqa: E402
-from shogitrain.optim.agc import AGC, select_parameters  # noqa: E402
+from shogitrain.device import retain_freed_memory  # noqa: E402
 from shogitrain.shards.reader import ShardDataset  # noqa: E402
-from shogitrain.train import loop  # noqa: E402
 from shogitrain.train.data import game_min_ratings, make_batch  # noqa: E402
-from shogitrain.train.loop import build_run_model, build_run_optimizer, train  # noqa: E402
-from shogitrain.train.loss import policy_value_loss  # noqa: E402
+from shogitrain.train.distributed import DistInfo  # noqa: E402
+from shogitrain.train.loop import train  # noqa: E402
 from shogitrain.train.runlog import read_metrics  # noqa: E402
+from shogitrain.train.step import build_run, build_run_model, train_step  # noqa: E402
 
 ARCHS = ("bn", "nf", "nf-blog")
 
@@ -88,81 +85,49 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _MarkedRunLog(loop.RunLog):
-    """The loop's RunLog, noting the process CPU time when each train row is logged."""
-
-    cpu_at: dict[int, float] = {}
-
-    def log(self, row: dict) -> None:
-        if row.get("split") == "train":
-            _MarkedRunLog.cpu_at[row["step"]] = time.process_time()
-        super().log(row)
-
-
-loop.RunLog = _MarkedRunLog
-
-
-def loop_rate(cfg, warmup: int, steps: int) -> tuple[float, float, int]:
-    """(steps/s, process CPU s per step, non-finite steps) of train() between the log rows at
-    step ``warmup`` and ``warmup + steps``."""
-    _MarkedRunLog.cpu_at = {}
+def loop_rate(cfg, warmup: int, steps: int) -> tuple[float, int]:
+    """(steps/s, non-finite steps) of train() between the log rows at step ``warmup`` and ``warmup + steps``."""
     run_dir = train(cfg, progress=False)
     rows = {r["step"]: r for r in read_metrics(run_dir) if r["split"] == "train"}
     first, last = rows[warmup], rows[warmup + steps]
-    cpu = (_MarkedRunLog.cpu_at[warmup + steps] - _MarkedRunLog.cpu_at[warmup]) / steps
-    return steps / (last["time_s"] - first["time_s"]), cpu, last["nonfinite_steps"]
+    return steps / (last["time_s"] - first["time_s"]), last["nonfinite_steps"]
+
+
+class TimedAGC:
+    """Stands in for a run's AGC and adds the time of each call (device-synchronised) to ``seconds``."""
+
+    def __init__(self, agc, device: torch.device):
+        self.agc, self.device, self.seconds = agc, device, 0.0
+
+    def __call__(self) -> None:
+        sync(self.device)
+        t0 = time.perf_counter()
+        self.agc()
+        sync(self.device)
+        self.seconds += time.perf_counter() - t0
 
 
 class Bare:
-    """Model, optimizer and loss of ``cfg`` on preloaded device batches: the step and nothing else."""
+    """The real training step (``train_step``) of ``cfg`` on preloaded device batches, nothing else."""
 
     def __init__(self, cfg, batches, device: torch.device):
         torch.manual_seed(cfg.train.seed)
-        self.cfg, self.batches, self.device = cfg, batches, device
-        self.model = build_run_model(cfg, device)
-        self.optimizer = build_run_optimizer(cfg, self.model)
-        self.agc = (AGC([p for _, p in select_parameters(self.model, cfg.clip.agc_exclude)],
-                        clipping=cfg.clip.agc_clipping, eps=cfg.clip.agc_eps)
-                    if cfg.clip.mode == "agc" else None)
-        self.net = torch.compile(self.model) if cfg.train.compile else self.model
-        self.model.train()
-        self.i = 0
-        self.agc_s = 0.0
+        self.batches, self.device = batches, device
+        self.run = build_run(cfg, device, DistInfo(), build_run_model(cfg, device), total_steps=1 << 30, epochs=1)
 
-    def step(self, time_agc: bool = False) -> None:
-        b = self.batches[self.i % len(self.batches)]
-        self.i += 1
-        with autocast_context(self.cfg.amp, self.device):
-            policy, value = self.net(b.x1, b.x2)
-            terms = policy_value_loss(policy.float(), value.float(), b.labels, b.result, b.eval, b.has_eval,
-                                      self.cfg.loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        if self.agc is not None:
-            if time_agc:
-                sync(self.device)
-                t0 = time.perf_counter()
-                self.agc()
-                sync(self.device)
-                self.agc_s += time.perf_counter() - t0
-            else:
-                self.agc()
-        self.optimizer.step()
-
-    def run(self, warmup: int, steps: int, time_agc: bool = False) -> tuple[float, float]:
-        """(seconds per step, seconds of agc() per step) over ``steps`` timed steps; the process
-        CPU seconds per step are left in ``self.cpu_s``."""
-        for _ in range(warmup):
-            self.step()
+    def timed(self, warmup: int, steps: int, time_agc: bool = False) -> tuple[float, float]:
+        """(seconds per step, seconds of agc() per step) over ``steps`` timed steps."""
+        for i in range(warmup):
+            train_step(self.run, self.batches[i % len(self.batches)])
+        timer = None
+        if time_agc and self.run.agc is not None:
+            timer = self.run.agc = TimedAGC(self.run.agc, self.device)
         sync(self.device)
-        self.agc_s = 0.0
-        c0, t0 = time.process_time(), time.perf_counter()
-        for _ in range(steps):
-            self.step(time_agc)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            train_step(self.run, self.batches[(warmup + i) % len(self.batches)])
         sync(self.device)
-        wall = (time.perf_counter() - t0) / steps
-        self.cpu_s = (time.process_time() - c0) / steps
-        return wall, self.agc_s / steps
+        return (time.perf_counter() - t0) / steps, (timer.seconds / steps if timer else 0.0)
 
 
 def spread(values) -> str:
@@ -234,33 +199,27 @@ def main() -> None:
             return config(args, data, runs, f"r{n}", arch=arch, steps=steps, clip=clip)
 
         if "a" in args.only:
-            loop_sps, bare_sps, ratios, cpu_ratios = [], [], [], []
+            loop_sps, bare_sps, ratios = [], [], []
             for _ in range(args.repeats):
-                sps, loop_cpu, nonfinite = loop_rate(run_cfg(args.arch, args.warmup + args.steps), args.warmup,
-                                                     args.steps)
-                bare = Bare(run_cfg(args.arch, 0), batches, device)
-                s, _ = bare.run(args.warmup, args.steps)
+                sps, nonfinite = loop_rate(run_cfg(args.arch, args.warmup + args.steps), args.warmup, args.steps)
+                s, _ = Bare(run_cfg(args.arch, 0), batches, device).timed(args.warmup, args.steps)
                 loop_sps.append(sps)
                 bare_sps.append(1 / s)
                 ratios.append(sps * s)
-                cpu_ratios.append(bare.cpu_s / loop_cpu)
-                print(f"  (a) loop {sps:7.3f} steps/s  bare {1 / s:7.3f} steps/s  ratio {sps * s:.3f}  "
-                      f"(CPU s/step: loop {loop_cpu:.3f} bare {bare.cpu_s:.3f}, ratio {bare.cpu_s / loop_cpu:.3f})"
+                print(f"  (a) loop {sps:7.3f} steps/s  bare {1 / s:7.3f} steps/s  ratio {sps * s:.3f}"
                       + (f"  ({nonfinite} non-finite steps)" if nonfinite else ""), flush=True)
             out["a"] = {"loop_steps_per_s": loop_sps, "bare_steps_per_s": bare_sps, "ratios": ratios,
-                        "ratio_median": statistics.median(ratios), "cpu_time_ratios": cpu_ratios,
-                        "cpu_time_ratio_median": statistics.median(cpu_ratios)}
+                        "ratio_median": statistics.median(ratios)}
             print(f"(a) {args.arch}: loop {statistics.median(loop_sps):.3f} steps/s, bare "
                   f"{statistics.median(bare_sps):.3f} steps/s; loop/bare = {statistics.median(ratios):.3f} "
-                  f"(median of {len(ratios)} pairs {spread(ratios)}; goal >= 0.95 on CPU); by process CPU time "
-                  f"bare/loop = {statistics.median(cpu_ratios):.3f} {spread(cpu_ratios)}; best of each: "
+                  f"(median of {len(ratios)} pairs {spread(ratios)}; goal >= 0.95 on CPU); best of each: "
                   f"{max(loop_sps) / max(bare_sps):.3f}", flush=True)
             out["a"]["best_ratio"] = max(loop_sps) / max(bare_sps)
 
         if "b" in args.only:
             shares, step_ms, agc_ms = [], [], []
             for _ in range(args.repeats):
-                s, a = Bare(run_cfg(args.agc_arch, 0, clip="agc"), batches, device).run(
+                s, a = Bare(run_cfg(args.agc_arch, 0, clip="agc"), batches, device).timed(
                     args.warmup, args.steps, time_agc=True)
                 shares.append(100 * a / s)
                 step_ms.append(1e3 * s)
@@ -278,13 +237,13 @@ def main() -> None:
             times: dict[str, list[float]] = {a: [] for a in ARCHS}
             for _ in range(args.repeats):
                 for arch in ARCHS:
-                    s, _ = Bare(run_cfg(arch, 0), batches, device).run(args.warmup, args.steps)
+                    s, _ = Bare(run_cfg(arch, 0), batches, device).timed(args.warmup, args.steps)
                     times[arch].append(1e3 * s)
                 print("  (c) " + "  ".join(f"{a} {times[a][-1]:8.2f} ms" for a in ARCHS), flush=True)
             med = {a: statistics.median(v) for a, v in times.items()}
             out["c"] = {"step_ms": times, "step_ms_median": med, "nf_over_bn": med["nf"] / med["bn"],
                         "nf_blog_over_bn": med["nf-blog"] / med["bn"]}
-            print(f"(c) bare step ms (median): " + ", ".join(f"{a} {med[a]:.1f}" for a in ARCHS)
+            print("(c) bare step ms (median): " + ", ".join(f"{a} {med[a]:.1f}" for a in ARCHS)
                   + f"; nf/bn = {med['nf'] / med['bn']:.3f}, nf-blog/bn = {med['nf-blog'] / med['bn']:.3f}; "
                   f"best of each: nf/bn = {min(times['nf']) / min(times['bn']):.3f}, "
                   f"nf-blog/bn = {min(times['nf-blog']) / min(times['bn']):.3f}", flush=True)

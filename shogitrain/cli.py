@@ -1,24 +1,95 @@
 """The `shogitrain` command: each subcommand parses its options and calls one function.
 
-Exit codes: 0 ok, 1 user error (one-line message), 2 usage error (click).
+Exit codes: 0 ok, 1 user error (one-line message), 2 usage error (click), 128 + N stopped by
+signal N (130 Ctrl-C, 143 SIGTERM; a training run saves its checkpoint first).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from shogitrain import __version__
-from shogitrain.names import AMP_MODES, ARCHS
+from shogitrain.names import AMP_MODES, ARCHS, DEFAULT_MAX_MOVES
 
 
-def _user_error(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e))
+def _is_user_error(e: BaseException) -> bool:
+    """Errors of a class defined in shogitrain describe bad input, a full disk, a busy output …:
+    one line for the user. Anything else is a bug and keeps its traceback."""
+    return isinstance(e, Exception) and type(e).__module__.split(".")[0] == "shogitrain"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _stop(signum: int) -> None:
+    """End the process for a signal: no traceback, no atexit work on half-imported modules (a
+    Ctrl-C can land in the middle of ``import torch``); every ``finally`` has already run."""
+    sys.stdout.flush()
+    sys.stderr.write("interrupted\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+class _Shogitrain(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            if _is_user_error(e):
+                raise click.ClickException(" ".join(str(e).split())) from None
+            raise
+
+    def main(self, args=None, prog_name=None, **extra):
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort as e:  # click's wrapper of a KeyboardInterrupt
+            _stop(getattr(e.__context__, "signum", 2))
+        except KeyboardInterrupt as e:
+            _stop(getattr(e, "signum", 2))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Shogitrain, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shogitrain")
 def main():
     """Prepare shogi game records, train dlshogi-style BN / Normalizer-Free ResNets, evaluate and compare."""
+
+
+_FILTER_OPTIONS = (
+    click.option("--draws", is_flag=True, help="Keep sennichite / jishogi / max-moves draws (result 0.5)."),
+    click.option("--endings", default="%TORYO,%KACHI", show_default=True,
+                 help="Comma-separated decisive endings to keep."),
+    click.option("--min-moves", default=50, show_default=True, type=click.IntRange(min=0),
+                 help="Drop games shorter than this."),
+    click.option("--min-rating", default=0.0, show_default=True,
+                 help="Keep games whose both players are rated at least this (0 = off)."),
+    click.option("--require-eval/--no-require-eval", default=True, show_default=True,
+                 help="Drop CSA games without any engine eval comment."),
+    click.option("--mate-score", default=100000, show_default=True, type=click.IntRange(min=0),
+                 help="Cut a game at the first |score| ≥ this (0 = keep everything)."),
+    click.option("--max-eval", default=None, type=click.IntRange(min=0),
+                 help="Cut a game at the first |score| above this."),
+    click.option("--max-moves", default=DEFAULT_MAX_MOVES, show_default=True, type=click.IntRange(min=1),
+                 help="A game ends (a draw) after this many moves when its record states no 'Max_Moves."),
+)
+
+
+def _filter_options(command):
+    """The game filters of dlshogi's floodgate converter, shared by `prepare` and `eval` of records."""
+    for option in reversed(_FILTER_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _game_filter(draws, endings, min_moves, min_rating, require_eval, mate_score, max_eval, max_moves):
+    from shogitrain.records.filters import GameFilter
+
+    return GameFilter(endings=tuple(e.strip() for e in endings.split(",") if e.strip()), draws=draws,
+                      min_moves=min_moves, min_rating=min_rating, require_eval=require_eval,
+                      mate_score=mate_score, max_eval=max_eval, max_moves=max_moves)
 
 
 @main.command()
@@ -29,41 +100,24 @@ def main():
                    "[default: 0.1, or 0 with --test-data].")
 @click.option("--test-data", multiple=True, type=click.Path(),
               help="Hold out these sources (files/directories) whole as the test split (repeatable).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the train/test split.")
-@click.option("--workers", default=0, type=int, help="Worker processes (default: all cores).")
-@click.option("--draws", is_flag=True, help="Keep sennichite / jishogi / max-moves draws (result 0.5).")
-@click.option("--endings", default="%TORYO,%KACHI", show_default=True,
-              help="Comma-separated decisive endings to keep.")
-@click.option("--min-moves", default=50, show_default=True, help="Drop games shorter than this.")
-@click.option("--min-rating", default=0.0, show_default=True,
-              help="Keep games whose both players are rated at least this (0 = off).")
-@click.option("--require-eval/--no-require-eval", default=True, show_default=True,
-              help="Drop CSA games without any engine eval comment.")
-@click.option("--mate-score", default=100000, show_default=True,
-              help="Cut a game at the first |score| ≥ this (0 = keep everything).")
-@click.option("--max-eval", default=None, type=int, help="Cut a game at the first |score| above this.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the train/test split.")
+@click.option("--workers", default=0, type=click.IntRange(min=0), help="Worker processes (default: all cores).")
+@_filter_options
 @click.option("--dedupe", is_flag=True, help="Drop repeated games (same start position and moves).")
 @click.option("--dedupe-test", is_flag=True, help="Drop test positions that also occur in the train split.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a dataset (or an empty directory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def prepare(inputs, out, test_fraction, test_data, seed, workers, draws, endings, min_moves, min_rating,
-            require_eval, mate_score, max_eval, dedupe, dedupe_test, overwrite, quiet):
+def prepare(inputs, out, test_fraction, test_data, seed, workers, dedupe, dedupe_test, overwrite, quiet,
+            **filters):
     """Convert game records (CSA, KIF, SFEN lines, hcpe) in INPUTS (files or directories) into shards."""
-    from shogitrain.prepare import PrepareError, prepare as run_prepare, summarize
-    from shogitrain.records.filters import GameFilter
+    from shogitrain.prepare import prepare as run_prepare, summarize
 
-    game_filter = GameFilter(
-        endings=tuple(e.strip() for e in endings.split(",") if e.strip()), draws=draws, min_moves=min_moves,
-        min_rating=min_rating, require_eval=require_eval, mate_score=mate_score, max_eval=max_eval,
+    report = run_prepare(
+        inputs, out, test_fraction=test_fraction, seed=seed, workers=workers or None, test_data=test_data,
+        game_filter=_game_filter(**filters), dedupe=dedupe, dedupe_test=dedupe_test, overwrite=overwrite,
+        progress=not quiet,
     )
-    try:
-        report = run_prepare(
-            inputs, out, test_fraction=test_fraction, seed=seed, workers=workers or None, test_data=test_data,
-            game_filter=game_filter, dedupe=dedupe, dedupe_test=dedupe_test, overwrite=overwrite,
-            progress=not quiet,
-        )
-    except PrepareError as e:
-        raise _user_error(e) from None
     click.echo(summarize(report, out))
 
 
@@ -72,12 +126,8 @@ def prepare(inputs, out, test_fraction, test_data, seed, workers, draws, endings
 def inspect(directory):
     """Print counts, result balance, ply and rating histograms of a prepared dataset."""
     from shogitrain.shards.inspect import describe
-    from shogitrain.shards.reader import DatasetError
 
-    try:
-        click.echo(describe(directory))
-    except DatasetError as e:
-        raise _user_error(e) from None
+    click.echo(describe(directory))
 
 
 @main.command()
@@ -86,20 +136,19 @@ def inspect(directory):
 @click.option("--arch", type=click.Choice(ARCHS), help="Network (model.arch).")
 @click.option("--data", type=click.Path(), help="Dataset directory written by `prepare` (data.path).")
 @click.option("--run-dir", type=click.Path(), help="Run directory (default: runs/<date>-<arch>).")
-@click.option("--amp", type=click.Choice(AMP_MODES), help="Mixed precision (amp).")
+@click.option("--amp", type=click.Choice(("auto",) + AMP_MODES),
+              help="Mixed precision (amp; default auto: fp16 on CUDA, off on CPU).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its checkpoint.")
+@click.option("--no-verify", is_flag=True, help="Skip the dataset checksums before training (data.verify).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train(config_path, arch, data, run_dir, amp, overrides, resume, quiet):
+def train(config_path, arch, data, run_dir, amp, overrides, resume, no_verify, quiet):
     """Train a policy/value network on a prepared dataset (single process, or DDP under torchrun)."""
     from pathlib import Path
 
-    from shogitrain.config import ConfigError, load_config
-    from shogitrain.device import DeviceError
-    from shogitrain.shards.reader import DatasetError
-    from shogitrain.train.checkpoint import CheckpointError
-    from shogitrain.train.loop import TrainingError, train as run_training
+    from shogitrain.config import load_config
+    from shogitrain.train.loop import train as run_training
 
     flags = []
     if arch:
@@ -111,46 +160,78 @@ def train(config_path, arch, data, run_dir, amp, overrides, resume, quiet):
     if run_dir:
         path = Path(run_dir)
         flags += [f"run.dir={path.parent}", f"run.name={path.name}"]
-    try:
-        cfg = load_config(config_path, flags + list(overrides))
-        out = run_training(cfg, resume=resume, progress=not quiet)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError, DeviceError) as e:
-        raise _user_error(e) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    if no_verify:
+        flags.append("data.verify=false")
+    cfg = load_config(config_path, flags + list(overrides))
+    out = run_training(cfg, resume=resume, progress=not quiet)
     click.echo(f"run directory: {out}")
 
 
 @main.command(name="eval")
-@click.option("--checkpoint", required=True, type=click.Path(), help="checkpoint.pt of a run.")
-@click.option("--data", required=True, type=click.Path(), help="Dataset directory written by `prepare`.")
-@click.option("--split", default="test", show_default=True)
-@click.option("--batch-size", default=1024, show_default=True)
+@click.option("--checkpoint", type=click.Path(), help="checkpoint.pt of a run.")
+@click.option("--onnx", type=click.Path(), help="A dlshogi-format ONNX model (e.g. from `export`, or a public net).")
+@click.option("--data", required=True, multiple=True, type=click.Path(),
+              help="A dataset directory written by `prepare`, or record files / directories (prepared on the "
+                   "fly: all their positions are scored; repeatable).")
+@click.option("--split", default="test", show_default=True, help="The split of a prepared dataset.")
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--amp", type=click.Choice(AMP_MODES), default="off", show_default=True)
+@click.option("--amp", type=click.Choice(("auto",) + AMP_MODES), default="off", show_default=True)
 @click.option("--weights", type=click.Choice(["raw", "averaged"]), default="raw", show_default=True,
               help="The trained weights, or the run's SWA/EMA average (swa.mode).")
-@click.option("--json", "json_path", type=click.Path(), help="Also write every metric and stratum here.")
+@_filter_options
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write every metric and stratum here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def evaluate(checkpoint, data, split, batch_size, device, amp, weights, json_path, quiet):
-    """Score a checkpoint on a prepared split: dlshogi's metrics, top-5, calibration, strata by ply and rating."""
+def evaluate(checkpoint, onnx, data, split, batch_size, device, amp, weights, json_path, quiet, **filters):
+    """Score a checkpoint or ONNX model: dlshogi's metrics, top-5, calibration, strata by ply and rating.
+
+    The filters apply to records given as --data (a prepared dataset is scored as it is)."""
     import json
+    from pathlib import Path
 
-    from shogitrain.device import DeviceError
-    from shogitrain.evaluate import evaluate_checkpoint, format_metrics_table
-    from shogitrain.shards.reader import DatasetError
-    from shogitrain.train.checkpoint import CheckpointError
+    from shogitrain.evaluate import evaluate as run_eval, format_metrics_table
+    from shogitrain.files import atomic_write, strict_json
 
-    try:
-        result = evaluate_checkpoint(checkpoint, data, split=split, batch_size=batch_size, device=device, amp=amp,
-                                     progress=not quiet, weights=weights)
-    except (CheckpointError, DatasetError, DeviceError) as e:
-        raise _user_error(e) from None
-    click.echo(f"{checkpoint} ({weights} weights) on {data} [{split}], {result['positions']} positions")
+    if (checkpoint is None) == (onnx is None):
+        raise click.UsageError("give one model: --checkpoint CK or --onnx MODEL.onnx")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    result = run_eval(list(data), checkpoint=checkpoint, onnx=onnx, split=split, batch_size=batch_size,
+                      device=device, amp=amp, weights=weights, game_filter=_game_filter(**filters),
+                      progress=not quiet)
+    model = checkpoint if onnx is None else onnx
+    click.echo(f"{model}{'' if onnx else f' ({weights} weights)'} on {', '.join(data)} [{result['split']}], "
+               f"{result['positions']} positions from {len(result['sources'])} source files")
     click.echo(format_metrics_table(result))
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        with atomic_write(json_path) as f:
+            f.write(json.dumps(strict_json(result), indent=1, ensure_ascii=False) + "\n")
+
+
+@main.command()
+@click.argument("path", type=click.Path())
+def verify(path):
+    """Check a prepared dataset (checksums, sizes, every row) or a run directory (checkpoint checksum, logs)."""
+    from pathlib import Path
+
+    from shogitrain.shards.verify import verify_dataset, verify_run
+
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        problems, counts = verify_dataset(path)
+        what = (f"dataset {path}: {counts['positions']} positions in {counts['shards']} shards "
+                f"({counts['checksummed']} with a recorded sha256), {counts['games']} games")
+    elif (path / "run.json").is_file() or (path / "checkpoint.pt").is_file():
+        problems, facts = verify_run(path)
+        what = f"run {path}: checkpoint at step {facts.get('step')}, {facts.get('metrics_rows', 0)} metrics rows"
+    else:
+        raise click.ClickException(f"{path}: neither a prepared dataset (manifest.json) nor a run directory")
+    for problem in problems:
+        click.echo(f"  {problem}")
+    if problems:
+        raise click.ClickException(f"{what}: {len(problems)} problem(s)")
+    click.echo(f"{what}: OK")
 
 
 @main.command()
@@ -161,14 +242,11 @@ def compare(run_dirs, out, names):
     """Draw the 2021 note's four figures for RUN_DIRS and write a markdown report with final metrics and times."""
     from pathlib import Path
 
-    from shogitrain.report import ReportError, compare_runs
+    from shogitrain.report import compare_runs
 
     if names and len(names) != len(run_dirs):
         raise click.UsageError(f"--name given {len(names)} times for {len(run_dirs)} runs")
-    try:
-        report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None)
-    except ReportError as e:
-        raise _user_error(e) from None
+    report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None)
     click.echo(f"report: {report}")
 
 
@@ -178,13 +256,11 @@ def compare(run_dirs, out, names):
 @click.option("--out", "-o", required=True, type=click.Path(), help="Output file.")
 @click.option("--weights", type=click.Choice(["raw", "averaged"]), default="raw", show_default=True,
               help="The trained weights, or the run's SWA/EMA average (swa.mode).")
-def export(checkpoint, fmt, out, weights):
+@click.option("--overwrite", is_flag=True, help="Replace OUT even if it is not a previous export.")
+def export(checkpoint, fmt, out, weights, overwrite):
     """Export with dlshogi's I/O (input1/input2 → output_policy logits, output_value sigmoid), BN and WS folded."""
-    from shogitrain.export import ExportError, export_model
+    from shogitrain.export import export_model
 
-    try:
-        result = export_model(checkpoint, fmt, out, weights=weights)
-    except ExportError as e:
-        raise _user_error(e) from None
+    result = export_model(checkpoint, fmt, out, weights=weights, overwrite=overwrite)
     click.echo(f"{result['path']} ({fmt}, {weights} weights): parity vs PyTorch on {result['inputs']}: "
                f"max |Δ| policy {result['max_abs_diff_policy']:.2e}, value {result['max_abs_diff_value']:.2e}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -37,7 +38,7 @@ from typing import Any, Literal
 
 import yaml
 
-from shogitrain.names import (ACTIVATIONS, AMP_MODES, ARCHS, CLIP_MODES, EVAL_SCALE, OPTIMIZERS,
+from shogitrain.names import (ACTIVATIONS, AMP_MODES, ARCH_OPTIONS, ARCHS, CLIP_MODES, EVAL_SCALE, OPTIMIZERS,
                               PARAMETER_GROUPS, SCHEDULES, VALUE_LAMBDA)
 
 __all__ = [
@@ -65,6 +66,38 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the key."""
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML with 1.2's booleans (only true/false: ``off``, ``on``, ``yes``, ``no`` stay text, as the
+    enum values they are here) that refuses a key given twice in one mapping."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                  list("tTfF"))
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    loader.flatten_mapping(node)
+    first_line: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in first_line:
+            raise ConfigError(f"line {line}: key {key!r} given twice (first on line {first_line[key]})")
+        first_line[key] = line
+    return loader.construct_mapping(node)
+
+
+_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,6 +220,7 @@ class DataConfig:
     test_split: str = "test"
     prefetch: int = 2  # batches built ahead of the training step
     shuffle: bool = True
+    verify: bool = True  # check every shard's sha256 and rows before training (--no-verify skips it)
 
 
 @dataclass
@@ -203,11 +237,13 @@ class Config:
     clip: ClipConfig = field(default_factory=ClipConfig)
     init: InitConfig = field(default_factory=InitConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    amp: Literal[AMP_MODES] = "fp16"
+    amp: Literal[("auto",) + AMP_MODES] = "auto"  # auto: fp16 (with GradScaler) on CUDA, off on CPU
     train: TrainConfig = field(default_factory=TrainConfig)
     swa: SwaConfig = field(default_factory=SwaConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # What was chosen automatically and why ({"amp": "…", "clip": "…"}), written into config.yaml.
+    defaults_from: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,13 +423,13 @@ def _set_key(cfg: Config, key: str, value: Any) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``'optim.lr=0.05'`` → ``('optim.lr', 0.05)``; the value goes through ``yaml.safe_load``."""
+    """``'optim.lr=0.05'`` → ``('optim.lr', 0.05)``; the value is read as YAML (1.2 booleans)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc.__class__.__name__}") from None
     return key, value
@@ -425,6 +461,10 @@ def validate(cfg: Config) -> Config:
     _check(m.blocks >= 1, "model.blocks", f"must be ≥ 1, got {m.blocks}")
     _check(m.channels >= 1, "model.channels", f"must be ≥ 1, got {m.channels}")
     _check(m.fc_units >= 1, "model.fc_units", f"must be ≥ 1, got {m.fc_units}")
+    for name in m.options:
+        options = ", ".join(ARCH_OPTIONS[m.arch]) or "none"
+        _check(name in ARCH_OPTIONS[m.arch], f"model.options.{name}",
+               f"not an option of arch {m.arch!r} (its options: {options})")
     if m.activation not in ACTIVATIONS:
         close = difflib.get_close_matches(m.activation, ACTIVATIONS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -464,6 +504,7 @@ def validate(cfg: Config) -> Config:
     _check(lo.eval_scale > 0, "loss.eval_scale", f"must be > 0, got {lo.eval_scale}")
     _check(lo.policy or lo.result or lo.eval, "loss", "every loss term is switched off")
 
+    _check(0 <= t.seed < 2**63, "train.seed", f"must be in [0, 2^63), got {t.seed}")
     _check(t.batch_size >= 1, "train.batch_size", f"must be ≥ 1, got {t.batch_size}")
     _check(t.steps >= 0, "train.steps", f"must be ≥ 0 (0 = by epochs), got {t.steps}")
     _check(t.epochs >= 1, "train.epochs", f"must be ≥ 1, got {t.epochs}")
@@ -506,14 +547,39 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
         try:
-            data = yaml.safe_load(text)
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        try:
+            data = _yaml(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return config_from_dict(data, overrides)
+            raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    cfg = config_from_dict(data, overrides)
+    if path is None and not any(parse_override(o)[0].split(".")[0] == "clip" for o in overrides):
+        _apply_arch_clip_preset(cfg)
+    return cfg
+
+
+# Clipping per arch when neither a config file nor --set clip.* chooses it: the 2021 presets
+# (configs/blog-bn.yaml, blog-nf.yaml, blog-nf-faithful.yaml).
+ARCH_CLIP_PRESETS = {
+    "bn": {"mode": "norm", "max_norm": 10.0},
+    "nf": {"mode": "agc", "agc_exclude": ["policy_final", "value_final"]},
+    "nf-blog": {"mode": "agc", "agc_exclude": ["policy_head", "value_head"]},
+}
+
+
+def _apply_arch_clip_preset(cfg: Config) -> None:
+    preset = ARCH_CLIP_PRESETS[cfg.model.arch]
+    _merge(cfg.clip, preset, "clip.")
+    cfg.defaults_from["clip"] = (f"the {cfg.model.arch} preset ({', '.join(f'{k}={v}' for k, v in preset.items())}): "
+                                 "no config file and no --set clip.*")
 
 
 def _plain(value: Any) -> Any:

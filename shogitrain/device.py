@@ -30,6 +30,13 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """'auto' → fp16 (with a GradScaler when training) on CUDA, off on CPU; other modes as given."""
+    if amp != "auto":
+        return amp
+    return "fp16" if device.type == "cuda" else "off"
+
+
 def autocast_context(amp: str, device: torch.device):
     """autocast for amp in off|bf16|fp16; fp16 needs CUDA (and a GradScaler when training)."""
     if amp == "off":

@@ -1,312 +1,102 @@
-"""Evaluation metrics over a split, shared by ``shogitrain eval`` and the training loop's periodic eval.
-
-This part holds the metric arithmetic only — :class:`MetricAccumulator`, pure tensor code with
-no data or model I/O — so the loop can import it cheaply; the data-pass driver sits beside it.
-
-Per position i (side to move; p = softmax(policy logits), q = sigmoid(value logit),
-v = sigmoid(eval / 756.0864962951762), or v = result where the eval is missing — the same
-fallback as the training loss, shogitrain/train/loss.py):
-
-==========================  ===================================================================
-metric                      mean over positions of
-==========================  ===================================================================
-policy_loss                 CE(logits, label) — plain, *not* z-weighted (dlshogi's test loss)
-result_loss                 BCE(q, result)
-eval_loss                   BCE(q, v)
-loss                        policy_loss + (1 − λ)·result_loss + λ·eval_loss   (λ = 0.333)
-policy_accuracy             label == argmax logits
-policy_top5_accuracy        label among the 5 largest logits
-value_accuracy              (logit ≥ 0) == (result ≥ 0.5) — dlshogi's rule, so a draw counts as
-                            correct when the logit is ≥ 0 (i.e. draws are scored as wins)
-policy_entropy              −Σ p log p (nats)
-value_entropy               −q log q − (1 − q) log(1 − q) (nats)
-value_brier                 (q − result)²
-value_ece                   Σ_b (n_b / N)·|mean_b q − mean_b result|, 10 equal-width bins on q
-                            ([0, 0.1), …, [0.9, 1.0]; q = 1 falls in the last bin)
-value_eval_mse              (q − sigmoid(eval/scale))², over positions **with** an eval only
-                            (NaN when none has one)
-==========================  ===================================================================
-
-Means are over positions, accumulated as float64 sums, so the answer does not depend on how the
-split is cut into batches. (dlshogi averages per-batch means instead; that equals this when all
-batches have the same size.)
-
-Stratification, in the same pass and with the same metrics (plus ``positions``):
-
-* ply buckets: ``ply_1-30``, ``ply_31-60``, ``ply_61-100``, ``ply_101+`` (ply ≤ 0 counts as 1-30);
-  ``ply_unknown`` when ``ply`` is not given.
-* rating bands on the lower of the two players' ratings: ``rating_<2000``, ``rating_2000-2999``,
-  ``rating_3000-3499``, ``rating_3500+``; ``rating_unrated`` for NaN or negative ratings (or when
-  ``min_rating`` is not given). Band edges are lower bounds: 2999.5 is in 2000-2999.
-
-Buckets are summed with ``index_add_`` (no per-row Python); ``stratified()`` lists the buckets that
-received positions.
-"""
+"""`shogitrain eval`: a checkpoint, or any dlshogi-format ONNX model, scored on a prepared split or on
+game records prepared on the fly; and the metrics as a text table."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
+from torch import nn
 
-from shogitrain.names import EVAL_SCALE, VALUE_LAMBDA
-from shogitrain.train.loss import value_targets
+from shogitrain.train.metrics import METRIC_NAMES
 
-__all__ = ["METRIC_NAMES", "PLY_BUCKETS", "RATING_BANDS", "MetricAccumulator", "evaluate_checkpoint",
-           "evaluate_dataset", "format_metrics_table"]
-
-METRIC_NAMES = (
-    "loss", "policy_loss", "result_loss", "eval_loss", "policy_accuracy", "policy_top5_accuracy",
-    "value_accuracy", "policy_entropy", "value_entropy", "value_brier", "value_ece", "value_eval_mse",
-)
-
-# (name, first ply); a position goes to the last bucket whose first ply is ≤ its ply.
-PLY_BUCKETS = (("ply_1-30", 1), ("ply_31-60", 31), ("ply_61-100", 61), ("ply_101+", 101))
-PLY_UNKNOWN = "ply_unknown"
-# (name, lowest rating); NaN / negative → RATING_UNRATED.
-RATING_BANDS = (
-    ("rating_<2000", 0.0), ("rating_2000-2999", 2000.0), ("rating_3000-3499", 3000.0),
-    ("rating_3500+", 3500.0),
-)
-RATING_UNRATED = "rating_unrated"
-
-ECE_BINS = 10
-
-# Columns of the per-row statistics summed per group (named by MetricAccumulator._row_statistics).
-_COLS = (
-    "positions", "policy_loss", "result_loss", "eval_loss", "policy_accuracy",
-    "policy_top5_accuracy", "value_accuracy", "policy_entropy", "value_entropy", "value_brier",
-    "eval_positions", "value_eval_sq",
-)
-_C = {name: i for i, name in enumerate(_COLS)}
-# Metrics that are plain means over positions of one column.
-_MEAN_COLS = [c for c in _COLS if c not in ("positions", "eval_positions", "value_eval_sq")]
-
-# Groups: 0 = all positions, then the ply buckets (+ unknown), then the rating bands (+ unrated).
-_GROUPS = (
-    ("all",)
-    + tuple(n for n, _ in PLY_BUCKETS) + (PLY_UNKNOWN,)
-    + tuple(n for n, _ in RATING_BANDS) + (RATING_UNRATED,)
-)
-_PLY0 = 1
-_RATING0 = _PLY0 + len(PLY_BUCKETS) + 1
+__all__ = ["EvalError", "evaluate", "evaluate_checkpoint", "format_metrics_table"]
 
 
-class MetricAccumulator:
-    """Sums per-position statistics over batches; ``result()`` / ``stratified()`` turn them into means.
-
-    ``update`` takes tensors on any device; the sums stay on that device (float64) until
-    ``result()`` / ``stratified()`` move them to the CPU once.
-    """
-
-    def __init__(self, value_lambda: float = VALUE_LAMBDA, eval_scale: float = EVAL_SCALE):
-        self.value_lambda = float(value_lambda)
-        self.eval_scale = float(eval_scale)
-        self.reset()
-
-    def reset(self) -> None:
-        self._sums: Tensor | None = None  # [groups, columns]
-        self._bins: Tensor | None = None  # [groups * ECE_BINS, 3]: count, Σq, Σresult
-
-    @torch.no_grad()
-    def update(
-        self,
-        policy_logits: Tensor,
-        value_logit: Tensor,
-        labels: Tensor,
-        result: Tensor,
-        eval_cp: Tensor,
-        has_eval: Tensor | None = None,
-        ply: Tensor | None = None,
-        min_rating: Tensor | None = None,
-    ) -> None:
-        """Add one batch: policy_logits [N, C], value_logit [N] or [N, 1], labels int [N],
-        result [N] in {0, 0.5, 1}, eval_cp [N] centipawns, has_eval bool [N] (None = all),
-        ply int [N] (None = unknown), min_rating float [N] (None = unrated)."""
-        n = policy_logits.shape[0]
-        if n == 0:
-            return
-        dev = policy_logits.device
-        f64 = torch.float64
-        logits = policy_logits.to(f64)
-        if value_logit.shape not in ((n,), (n, 1)):
-            raise ValueError(f"value_logit must be [N] or [N, 1] with N={n}, got {list(value_logit.shape)}")
-        v_logit = value_logit.reshape(n).to(f64)
-        labels = labels.reshape(n).to(device=dev, dtype=torch.long)
-        result = result.reshape(n).to(device=dev, dtype=f64)
-        eval_cp = eval_cp.reshape(n).to(device=dev, dtype=f64)
-        if has_eval is None:
-            has_eval = torch.ones(n, dtype=torch.bool, device=dev)
-        has_eval = has_eval.reshape(n).to(device=dev, dtype=torch.bool)
-        stats = self._row_statistics(logits, v_logit, labels, result, eval_cp, has_eval)
-        stats = torch.stack([stats[name] for name in _COLS], dim=1)  # [N, columns]
-        q = torch.sigmoid(v_logit)
-
-        groups = self._group_index(n, dev, ply, min_rating)  # [3, N]
-        ece_bin = (q * ECE_BINS).floor().clamp_(0, ECE_BINS - 1).long()
-        bin_stats = torch.stack([torch.ones_like(q), q, result], dim=1)  # [N, 3]
-
-        if self._sums is None:
-            self._sums = torch.zeros(len(_GROUPS), len(_COLS), dtype=f64, device=dev)
-            self._bins = torch.zeros(len(_GROUPS) * ECE_BINS, 3, dtype=f64, device=dev)
-        for g in groups:  # all / ply bucket / rating band: three vectorised index_adds each
-            self._sums.index_add_(0, g, stats)
-            self._bins.index_add_(0, g * ECE_BINS + ece_bin, bin_stats)
-
-    def _row_statistics(self, logits: Tensor, v_logit: Tensor, labels: Tensor, result: Tensor, eval_cp: Tensor,
-                        has_eval: Tensor) -> dict[str, Tensor]:
-        """Each position's contribution to every summed column (float64 [N] each)."""
-        f64 = torch.float64
-        target = value_targets(result, eval_cp, has_eval, self.eval_scale)
-        eval_value = torch.sigmoid(torch.where(has_eval, eval_cp, torch.zeros_like(eval_cp)) / self.eval_scale)
-        log_p = F.log_softmax(logits, dim=1)
-        q = torch.sigmoid(v_logit)
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        return {
-            "positions": torch.ones_like(q),
-            "policy_loss": -log_p.gather(1, labels[:, None]).squeeze(1),
-            "result_loss": F.binary_cross_entropy_with_logits(v_logit, result, reduction="none"),
-            "eval_loss": F.binary_cross_entropy_with_logits(v_logit, target, reduction="none"),
-            "policy_accuracy": (logits.argmax(dim=1) == labels).to(f64),
-            "policy_top5_accuracy": (top5 == labels[:, None]).any(dim=1).to(f64),
-            "value_accuracy": ((v_logit >= 0) == (result >= 0.5)).to(f64),
-            "policy_entropy": -(log_p.exp() * log_p).sum(dim=1),
-            # binary entropy from the logit: softplus(x) − x·q, exact for large |x|
-            "value_entropy": F.softplus(v_logit) - v_logit * q,
-            "value_brier": (q - result) ** 2,
-            "eval_positions": has_eval.to(f64),
-            "value_eval_sq": torch.where(has_eval, (q - eval_value) ** 2, torch.zeros_like(q)),
-        }
-
-    @staticmethod
-    def _group_index(n: int, dev: torch.device, ply: Tensor | None, min_rating: Tensor | None) -> Tensor:
-        everyone = torch.zeros(n, dtype=torch.long, device=dev)
-        if ply is None:
-            ply_group = torch.full((n,), _PLY0 + len(PLY_BUCKETS), dtype=torch.long, device=dev)
-        else:
-            edges = torch.tensor([start for _, start in PLY_BUCKETS[1:]], dtype=torch.long, device=dev)
-            ply_group = _PLY0 + torch.bucketize(ply.reshape(n).to(device=dev, dtype=torch.long), edges, right=True)
-        if min_rating is None:
-            rating_group = torch.full((n,), _RATING0 + len(RATING_BANDS), dtype=torch.long, device=dev)
-        else:
-            r = min_rating.reshape(n).to(device=dev, dtype=torch.float64)
-            edges = torch.tensor([low for _, low in RATING_BANDS[1:]], dtype=torch.float64, device=dev)
-            band = torch.bucketize(r, edges, right=True)
-            unrated = torch.isnan(r) | (r < 0)
-            rating_group = _RATING0 + torch.where(unrated, torch.full_like(band, len(RATING_BANDS)), band)
-        return torch.stack([everyone, ply_group, rating_group])
-
-    # ----------------------------------------------------------------------------------------
-
-    def _metrics(self, sums: list[float], bins: list[list[float]]) -> dict[str, float]:
-        count = sums[_C["positions"]]
-        if count == 0:
-            return {name: math.nan for name in METRIC_NAMES}
-        mean = {name: sums[_C[name]] / count for name in _MEAN_COLS}
-        lam = self.value_lambda
-        mean["loss"] = mean["policy_loss"] + (1 - lam) * mean["result_loss"] + lam * mean["eval_loss"]
-        ece = 0.0
-        for n_b, sum_q, sum_r in bins:
-            if n_b > 0:
-                ece += abs(sum_q - sum_r) / count  # (n_b/N)·|Σq/n_b − Σr/n_b|
-        mean["value_ece"] = ece
-        n_eval = sums[_C["eval_positions"]]
-        mean["value_eval_mse"] = sums[_C["value_eval_sq"]] / n_eval if n_eval > 0 else math.nan
-        return {name: float(mean[name]) for name in METRIC_NAMES}
-
-    def _host(self) -> tuple[list[list[float]], list[list[list[float]]]]:
-        if self._sums is None:
-            return [[0.0] * len(_COLS) for _ in _GROUPS], [[[0.0] * 3] * ECE_BINS for _ in _GROUPS]
-        sums = self._sums.cpu().tolist()
-        bins = self._bins.cpu().reshape(len(_GROUPS), ECE_BINS, 3).tolist()
-        return sums, bins
-
-    @property
-    def positions(self) -> int:
-        return 0 if self._sums is None else int(self._sums[0, _C["positions"]].item())
-
-    def result(self) -> dict[str, float]:
-        """{metric: value} over every position added (NaN for all metrics when empty)."""
-        sums, bins = self._host()
-        return self._metrics(sums[0], bins[0])
-
-    def stratified(self) -> dict[str, dict[str, float]]:
-        """{bucket: {metric: value, 'positions': n}} for each ply bucket and rating band with positions."""
-        sums, bins = self._host()
-        out = {}
-        for gi, name in enumerate(_GROUPS):
-            if gi == 0 or sums[gi][_C["positions"]] == 0:
-                continue
-            row = self._metrics(sums[gi], bins[gi])
-            row["positions"] = int(sums[gi][_C["positions"]])
-            out[name] = row
-        return out
+class EvalError(Exception):
+    """Nothing to evaluate on, or a model / data combination that cannot be scored."""
 
 
-# --------------------------------------------------------------------------------------------
-# The data pass: a model over (part of) a split, batch by batch
-# --------------------------------------------------------------------------------------------
+class OnnxModel(nn.Module):
+    """An :class:`~shogitrain.onnx_net.OnnxNet` behind our models' ``(policy logits, value logit)``
+    interface, for the evaluation pass (its value probability turned back into a logit)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        policy, value = self.net.run(x1.float().cpu().numpy(), x2.float().cpu().contiguous().numpy())
+        p = np.clip(value.astype(np.float64), 1e-12, 1 - 1e-12)
+        value_logit = torch.from_numpy(np.log(p / (1 - p))).float().to(x1.device)
+        return torch.from_numpy(policy).float().to(x1.device), value_logit.view(-1, 1)
 
 
-@torch.no_grad()
-def evaluate_dataset(model, dataset, device, *, batch_size: int = 1024, amp: str = "off", loss_cfg=None,
-                     indices=None, min_ratings=None, progress: bool = True) -> tuple[dict, dict]:
-    """Metrics of ``model`` over ``dataset`` rows (all, or ``indices``): (overall, stratified).
+@contextlib.contextmanager
+def _data_split(data: list[Path], split: str, game_filter, progress: bool):
+    """(dataset dir, split) to score: a prepared dataset as it is, or record files and directories
+    prepared into a temporary dataset whose test split holds all their positions."""
+    if len(data) == 1 and (data[0] / "manifest.json").is_file():
+        yield data[0], split
+        return
+    from shogitrain.prepare import prepare
 
-    Used by `shogitrain eval` and by the training loop's periodic and end-of-epoch evaluation.
-    """
-    import numpy as np
-    from tqdm import tqdm
-
-    from shogitrain.device import autocast_context
-    from shogitrain.train.data import RowPrefetcher, make_batch
-
-    acc = MetricAccumulator(value_lambda=loss_cfg.value_lambda if loss_cfg else VALUE_LAMBDA,
-                            eval_scale=loss_cfg.eval_scale if loss_cfg else EVAL_SCALE)
-    order = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    was_training = model.training
-    model.eval()
-    try:
-        for rows in tqdm(RowPrefetcher(dataset, chunks), total=len(chunks), disable=not progress, unit="batch",
-                         desc=f"eval {dataset.split}", dynamic_ncols=True):
-            batch = make_batch(rows, device, min_ratings)
-            with autocast_context(amp, device):
-                policy_logits, value_logit = model(batch.x1, batch.x2)
-            acc.update(policy_logits.float(), value_logit.float(), batch.labels, batch.result, batch.eval,
-                       batch.has_eval, batch.ply, batch.min_rating)
-    finally:
-        model.train(was_training)
-    return acc.result(), acc.stratified()
+    with tempfile.TemporaryDirectory(prefix="shogitrain-eval-") as tmp:
+        root = Path(tmp) / "records"
+        kwargs = {"game_filter": game_filter} if game_filter is not None else {}
+        prepare([], root, test_data=data, progress=progress, **kwargs)
+        yield root, "test"
 
 
-def evaluate_checkpoint(checkpoint, data, *, split: str = "test", batch_size: int = 1024, device: str = "auto",
-                        amp: str = "off", progress: bool = True, weights: str = "raw") -> dict:
-    """`shogitrain eval`: load a checkpoint, score it on a prepared split; returns a JSON-able dict.
-
-    ``weights``: 'raw' (the trained weights) or 'averaged' (the run's SWA/EMA average)."""
-    from shogitrain.device import pick_device, retain_freed_memory
+def evaluate(data, *, checkpoint=None, onnx=None, split: str = "test", batch_size: int = 1024,
+             device: str = "auto", amp: str = "off", weights: str = "raw", game_filter=None,
+             progress: bool = True) -> dict:
+    """Score a checkpoint (``weights``: 'raw' or the run's SWA/EMA 'averaged') or an ONNX file on
+    ``data``: one prepared dataset directory, or record files / directories (see ``_data_split``).
+    Returns a JSON-able dict: the metrics, their strata by ply and rating, and where they came from."""
+    from shogitrain.device import pick_device, resolve_amp, retain_freed_memory
     from shogitrain.features import FEATURE_VERSION
-    from shogitrain.shards.reader import ShardDataset, manifest_hash
+    from shogitrain.onnx_net import OnnxNet
+    from shogitrain.shards.reader import ShardDataset, load_manifest, manifest_hash
     from shogitrain.train.checkpoint import load_model_checkpoint
     from shogitrain.train.data import game_min_ratings
+    from shogitrain.train.evaluation import evaluate_dataset
 
-    state, model = load_model_checkpoint(checkpoint, FEATURE_VERSION, weights)
+    if (checkpoint is None) == (onnx is None):
+        raise EvalError("give one model: a checkpoint or an ONNX file")
     dev = pick_device(device)
     if dev.type == "cpu":
         retain_freed_memory()
-    model.to(dev)
-    dataset = ShardDataset(data, split)
-    overall, strata = evaluate_dataset(model, dataset, dev, batch_size=batch_size, amp=amp,
-                                       min_ratings=game_min_ratings(data), progress=progress)
+    if onnx is not None:
+        model, state, amp = OnnxModel(OnnxNet(onnx, str(dev))), {}, "off"
+    else:
+        state, model = load_model_checkpoint(checkpoint, FEATURE_VERSION, weights)
+        model.to(dev)
+    paths = [Path(p) for p in ([data] if isinstance(data, (str, Path)) else data)]
+    with _data_split(paths, split, game_filter, progress) as (root, split_name):
+        dataset = ShardDataset(root, split_name)
+        if len(dataset) == 0:
+            raise EvalError(f"{', '.join(map(str, paths))}: no positions to evaluate in split {split_name!r}")
+        overall, strata = evaluate_dataset(model, dataset, dev, batch_size=batch_size, amp=resolve_amp(amp, dev),
+                                           min_ratings=game_min_ratings(root), progress=progress)
+        sources = [s["path"] for s in load_manifest(root)["sources"]]
+        digest = manifest_hash(root) if root in paths else None
     return {
-        "checkpoint": str(checkpoint), "data": str(data), "split": split, "positions": len(dataset),
-        "data_manifest_sha256": manifest_hash(data), "model_config": state["model_config"],
-        "step": state.get("train_state", {}).get("step"), "weights": weights,
+        "checkpoint": None if checkpoint is None else str(checkpoint), "onnx": None if onnx is None else str(onnx),
+        "data": [str(p) for p in paths], "split": split_name, "positions": len(dataset), "sources": sources,
+        "data_manifest_sha256": digest, "model_config": state.get("model_config"),
+        "step": state.get("train_state", {}).get("step"), "weights": weights if onnx is None else None,
         "metrics": overall, "stratified": strata,
     }
+
+
+def evaluate_checkpoint(checkpoint, data, **options) -> dict:
+    """:func:`evaluate` of a checkpoint."""
+    return evaluate(data, checkpoint=checkpoint, **options)
 
 
 def format_metrics_table(result: dict) -> str:

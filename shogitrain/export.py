@@ -14,22 +14,22 @@ on, and the legacy one handles this static conv/linear graph fully offline.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from shogitrain.files import temp_name, write_error
 from shogitrain.names import FEATURES1_PLANES as FEATURES1, FEATURES2_PLANES as FEATURES2
+from shogitrain.onnx_net import INPUT_NAMES, INSTALL_HINT, OUTPUT_NAMES
 
 FORMATS = ("onnx", "torchscript")
-INPUT_NAMES = ("input1", "input2")
-OUTPUT_NAMES = ("output_policy", "output_value")
 BATCH_AXIS = "batch_size"
 ONNX_OPSET = 17
 PARITY_TOLERANCE = 1e-4
 CHECK_POSITIONS = 64
-INSTALL_HINT = "install it with: pip install 'shogitrain[export]'"
 
 # the bundled opening lines of a clone or an editable install (a plain wheel has no data/: random planes then)
 OPENINGS = Path(__file__).resolve().parents[1] / "data" / "openings" / "floodgate-2016-openings-24ply.sfen"
@@ -162,16 +162,16 @@ def _write_torchscript(net: DlshogiNet, example: tuple[torch.Tensor, torch.Tenso
 def _runner(fmt: str, out_path: Path):
     """``run(x1, x2) -> (policy, value)`` tensors, computed by the written file (not by the Python model)."""
     if fmt == "onnx":
-        import onnxruntime as ort
+        from shogitrain.onnx_net import OnnxNet, OnnxNetError
 
-        session = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
-        if tuple(names[0]) != INPUT_NAMES or tuple(names[1]) != OUTPUT_NAMES:
-            raise ExportError(f"{out_path}: ONNX names {names} are not dlshogi's {INPUT_NAMES} → {OUTPUT_NAMES}")
+        try:
+            net = OnnxNet(out_path)
+        except OnnxNetError as e:
+            raise ExportError(str(e)) from None
 
         def run(x1, x2):
-            policy, value = session.run(list(OUTPUT_NAMES), {"input1": x1.numpy(), "input2": x2.numpy()})
-            return torch.from_numpy(policy), torch.from_numpy(value)
+            policy, value = net.run(x1.numpy(), x2.numpy())
+            return torch.from_numpy(policy), torch.from_numpy(value).view(-1, 1)
 
         return run
     with warnings.catch_warnings():
@@ -186,20 +186,52 @@ def _runner(fmt: str, out_path: Path):
     return run
 
 
-def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None, weights: str = "raw") -> dict:
+def _is_previous_export(path: Path, fmt: str) -> bool:
+    """Does ``path`` hold a network exported in ``fmt`` (which may be replaced without --overwrite)?"""
+    try:
+        if fmt == "onnx":
+            from shogitrain.onnx_net import OnnxNet
+
+            OnnxNet(path)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.load(str(path), map_location="cpu")
+    except Exception:  # anything that does not load as one is not a previous export
+        return False
+    return True
+
+
+def _check_destination(checkpoint_path, fmt: str, out_path: Path, overwrite: bool) -> None:
+    if out_path.is_dir():
+        raise ExportError(f"{out_path}: is a directory; give the file to write (e.g. {out_path / ('model.' + fmt)})")
+    if not out_path.exists():
+        return
+    if out_path.resolve() == Path(checkpoint_path).resolve():
+        raise ExportError(f"{out_path}: is the checkpoint being exported; choose another --out")
+    if not overwrite and not _is_previous_export(out_path, fmt):
+        raise ExportError(f"{out_path}: exists and is not a {fmt} export; use --overwrite to replace it")
+
+
+def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None, weights: str = "raw",
+                 overwrite: bool = False) -> dict:
     """Write ``checkpoint_path``'s network as ``fmt`` ('onnx' | 'torchscript') to ``out_path``.
 
     The written file is run on ``check_inputs`` (``(x1 [N,62,9,9], x2 [N,57,9,9])``; default: 64
     opening positions) and on its first position alone (a batch of 1: the batch axis is dynamic),
     and compared with the unfused PyTorch model. Returns ``{'format', 'path', 'weights', 'max_abs_diff_policy',
     'max_abs_diff_value', 'positions', 'inputs'}``; raises :class:`ExportError` for an unusable
-    checkpoint, a missing onnxruntime, or a difference above 1e-4 (the file is left for inspection).
-    ``weights``: 'raw' (the trained weights) or 'averaged' (the run's SWA/EMA average); the
-    result also names it.
+    checkpoint, a missing onnxruntime, or a difference above 1e-4 or a non-finite output (the file
+    is written beside ``out_path`` and renamed into place only when it passes: a failed export
+    leaves nothing). ``out_path`` may replace a previous export; another existing file needs
+    ``overwrite``; the checkpoint itself never. ``weights``: 'raw' (the trained weights) or
+    'averaged' (the run's SWA/EMA average); the result also names it.
     """
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out_path = Path(out_path)
+    _check_destination(checkpoint_path, fmt, out_path, overwrite)
     if fmt == "onnx":
         try:
             import onnxruntime  # noqa: F401
@@ -219,27 +251,45 @@ def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None, weights
         expected = reference(x1, x2)
     net = DlshogiNet(model.fused()).eval()
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"{out_path.parent}: cannot create ({e.strerror})") from None
+    tmp = temp_name(out_path)
+    try:
+        diffs = _write_and_check(net, fmt, tmp, x1, x2, expected, source)
+        os.replace(tmp, out_path)
+    except OSError as e:
+        raise ExportError(str(write_error(e, out_path))) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"format": fmt, "path": str(out_path), "weights": weights, "max_abs_diff_policy": diffs["policy"],
+            "max_abs_diff_value": diffs["value"], "positions": int(x1.shape[0]), "inputs": source}
+
+
+def _write_and_check(net: "DlshogiNet", fmt: str, path: Path, x1, x2, expected, source: str) -> dict:
+    """Write ``net`` to ``path`` and run the written file on the check positions (all of them, and the
+    first alone: the batch axis must be dynamic); {'policy', 'value'}: max |Δ| against ``expected``."""
     # The example batch (2) differs from the check batches (N and 1): a batch size baked into the graph fails.
     pick = torch.arange(2) % x1.shape[0]
     example = (x1[pick], x2[pick])
     if fmt == "onnx":
-        _write_onnx(net, example, out_path)
+        _write_onnx(net, example, path)
     else:
-        _write_torchscript(net, example, out_path)
-
-    run = _runner(fmt, out_path)
+        _write_torchscript(net, example, path)
+    run = _runner(fmt, path)
     diffs = {"policy": 0.0, "value": 0.0}
     for batch, want in (((x1, x2), expected), ((x1[:1], x2[:1]), (expected[0][:1], expected[1][:1]))):
         got = run(*batch)
         for key, g, w in zip(("policy", "value"), got, want):
             if tuple(g.shape) != tuple(w.shape):
-                raise ExportError(f"{out_path}: output_{key} has shape {list(g.shape)}, expected {list(w.shape)}")
+                raise ExportError(f"output_{key} has shape {list(g.shape)}, expected {list(w.shape)}")
+            if not (torch.isfinite(g).all() and torch.isfinite(w).all()):
+                raise ExportError(f"the exported {fmt} gives non-finite output_{key} on {source} (are the "
+                                  "checkpoint's weights finite?); nothing written")
             diffs[key] = max(diffs[key], float((g.float() - w).abs().max()))
-    result = {"format": fmt, "path": str(out_path), "weights": weights, "max_abs_diff_policy": diffs["policy"],
-              "max_abs_diff_value": diffs["value"], "positions": int(x1.shape[0]), "inputs": source}
-    if not (diffs["policy"] <= PARITY_TOLERANCE and diffs["value"] <= PARITY_TOLERANCE):  # NaN fails too
-        raise ExportError(f"{out_path}: exported {fmt} differs from the PyTorch model on {source}: max |Δ| "
-                          f"policy {diffs['policy']:.3g}, value {diffs['value']:.3g} (tolerance {PARITY_TOLERANCE:g})")
-    return result
+    if not (diffs["policy"] <= PARITY_TOLERANCE and diffs["value"] <= PARITY_TOLERANCE):
+        raise ExportError(f"exported {fmt} differs from the PyTorch model on {source}: max |Δ| "
+                          f"policy {diffs['policy']:.3g}, value {diffs['value']:.3g} (tolerance {PARITY_TOLERANCE:g}); "
+                          "nothing written")
+    return diffs

@@ -238,7 +238,10 @@ def _rank_shift(x: torch.Tensor, ranks: int) -> torch.Tensor:
 
 def _attacks(bb: torch.Tensor, empty_g: torch.Tensor, planes: torch.Tensor, k: _Consts):
     """own bitboards [14, 11, N], empty squares [11, N] (guard files 0 and 10 empty) -> ``planes``
-    [31, 9, N] (piece 14, attack 14, count 3, output order), filled in place."""
+    [31, 9, N] (piece 14, attack 14, count 3, output order), filled in place.
+
+    One function on purpose: its intermediates (shifted words, rays, the ten direction words) are
+    views of each other, and the op order is what docs/benchmarks.md ("Features") measured."""
     wd = bb.dtype
     n = bb.shape[2]
     dev = bb.device

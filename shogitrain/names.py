@@ -5,6 +5,12 @@ read them from here. No torch import: the CLI and the config load it cheaply.
 """
 
 ARCHS = ("bn", "nf", "nf-blog")
+# build_model's options per arch (``model.options``) and their defaults, which reproduce the 2021 runs.
+ARCH_OPTIONS = {
+    "bn": {},
+    "nf": {"alpha": 0.2, "skip_init": "zero", "eps": 1e-4},
+    "nf-blog": {"alpha": 0.2, "blog_eps": 1e-4, "blog_skip_gain": True},
+}
 # Activations with a published NF gain γ (models/layers.py holds the gains); the BN net accepts them too.
 ACTIVATIONS = (
     "relu", "silu", "gelu", "leaky_relu", "elu", "celu", "selu",
@@ -16,7 +22,10 @@ PARAMETER_GROUPS = (
     "stem", "blocks", "policy_head", "value_head", "policy_final", "value_final",
     "gains", "biases", "norm",
 )
-AMP_MODES = ("off", "bf16", "fp16")
+# Moves kept at most per game when its record states no limit ('Max_Moves:N): the game ends there, a
+# draw. Real games are far shorter (floodgate plays to 256 or 512 moves, tournaments to 320).
+DEFAULT_MAX_MOVES = 1000
+AMP_MODES = ("off", "bf16", "fp16")  # 'auto' (config and CLI) resolves to fp16 on CUDA, off on CPU
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "nlcg")
 SCHEDULES = ("constant", "step", "cosine")
 CLIP_MODES = ("none", "norm", "agc")

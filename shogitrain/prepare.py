@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from shogitrain import __version__
+from shogitrain.files import WriteError, exclusive_lock, printable, remove_stale_temps, temp_name, write_error
 from shogitrain.records.filters import GameFilter
 from shogitrain.shards.convert import games_rows
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE
@@ -83,16 +84,18 @@ class FileResult:
 
 
 def find_inputs(inputs) -> list[Path]:
-    """Expand files and directories (recursively) into a sorted list of record files."""
+    """Expand files and directories (recursively) into a sorted list of record files. Entries that
+    are not regular files (a FIFO, a device) stay in the list: reading them reports them."""
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in RECORD_SUFFIXES)
-        elif path.is_file():
+            files.extend(p for p in sorted(path.rglob("*"))
+                         if p.suffix.lower() in RECORD_SUFFIXES and not p.is_dir())
+        elif path.exists() or path.is_symlink():
             files.append(path)
         else:
-            raise PrepareError(f"{item}: no such file or directory")
+            raise PrepareError(f"{printable(item)}: no such file or directory")
     return files
 
 
@@ -167,7 +170,7 @@ def _csa_pieces(path: Path, piece_bytes: int) -> list[_Piece]:
             for i, ((start, first), end) in enumerate(zip(cuts, ends))]
 
 
-def _read_piece(piece: _Piece) -> tuple[list, list]:
+def _read_piece(piece: _Piece, max_moves: int) -> tuple[list, list]:
     """(games, dropped RecordErrors) of one piece, with line numbers of the whole file."""
     from shogitrain.records import RecordError
     from shogitrain.records.csa import read_csa_text
@@ -185,7 +188,7 @@ def _read_piece(piece: _Piece) -> tuple[list, list]:
             text, problems = raw.decode("utf-8-sig" if piece.index == 0 else "utf-8"), []
         else:
             text, problems = decode_record_bytes(raw, p)
-        games = read_csa_text(text, p, problems, skipped=dropped, positions=True)
+        games = read_csa_text(text, p, problems, skipped=dropped, positions=True, max_moves=max_moves)
     except RecordError as e:
         games, dropped = [], [e]
     shift = piece.first_line
@@ -211,7 +214,7 @@ def _item_size(item) -> int:
     return item.end - item.start if isinstance(item, _Piece) else item.stat().st_size
 
 
-def _read_games(path: Path, raw: bytes | None) -> tuple[list, list]:
+def _read_games(path: Path, raw: bytes | None, max_moves: int) -> tuple[list, list]:
     """(games, RecordErrors of the games dropped from a multi-game file) of ``path``. A CSA file is
     read from ``raw`` (its bytes, already read for the checksum) and keeps the replayed positions,
     so that its rows need no second replay."""
@@ -224,10 +227,10 @@ def _read_games(path: Path, raw: bytes | None) -> tuple[list, list]:
     if raw is not None:  # what read_records → read_csa would do, without reading the file again
         p = os.fspath(path)
         text, problems = decode_record_bytes(raw, p)
-        return read_csa_text(text, p, problems, skipped=dropped, positions=True), dropped
+        return read_csa_text(text, p, problems, skipped=dropped, positions=True, max_moves=max_moves), dropped
     if path.suffix.lower() in (".sfen", ".usi"):
-        return read_sfen_lines(path, skipped=dropped), dropped
-    return read_records(path), dropped
+        return read_sfen_lines(path, skipped=dropped, max_moves=max_moves), dropped
+    return read_records(path, max_moves=max_moves), dropped
 
 
 def _read_file(item, game_filter: GameFilter, items: list) -> FileResult:
@@ -237,57 +240,53 @@ def _read_file(item, game_filter: GameFilter, items: list) -> FileResult:
     from shogitrain.records import RecordError, read_hcpe
     from shogitrain.shards.convert import rows_from_hcpe
 
-    if isinstance(item, _Piece):
-        path = item.path
-        result = FileResult(path=str(path), sha256=item.sha256, piece=item.index, pieces=item.count)
-    else:
-        path = item
-        p = os.fspath(path)
-        raw = None
-        if os.path.splitext(p)[1].lower() == ".csa" and os.path.isfile(p):
-            with open(p, "rb") as f:
-                raw = f.read()
-            digest = hashlib.sha256(raw).hexdigest()
-        else:
-            digest = _sha256(path)
-        result = FileResult(path=str(path), sha256=digest)
+    path = item.path if isinstance(item, _Piece) else item
+    name = printable(path)
     try:
         if isinstance(item, _Piece):
-            games, dropped = _read_piece(item)
-        elif path.suffix.lower() == ".hcpe":
-            rows = rows_from_hcpe(read_hcpe(path))
-            result.games_read = 1
-            meta = {"source": str(path), "line": None, "format": "hcpe", "endgame": None, "winner": None}
-            result.games.append(GameResult(meta, rows, hashlib.blake2b(path.read_bytes(), digest_size=16).digest()))
-            return result
+            result = FileResult(path=name, sha256=item.sha256, piece=item.index, pieces=item.count)
+            games, dropped = _read_piece(item, game_filter.max_moves)
         else:
-            games, dropped = _read_games(path, raw)
-    except RecordError as e:
-        result.skipped.append({"file": str(path), "line": e.line, "reason": e.reason})
+            if not path.is_file():
+                raise RecordError(name, None, "not a regular file (a FIFO, device or broken link)")
+            raw = path.read_bytes() if path.suffix.lower() == ".csa" else None
+            result = FileResult(path=name, sha256=hashlib.sha256(raw).hexdigest() if raw is not None else _sha256(path))
+            if path.suffix.lower() == ".hcpe":
+                rows = rows_from_hcpe(read_hcpe(path))
+                result.games_read = 1
+                meta = {"source": name, "line": None, "format": "hcpe", "endgame": None, "winner": None}
+                result.games.append(GameResult(meta, rows, hashlib.blake2b(path.read_bytes(), digest_size=16).digest()))
+                return result
+            games, dropped = _read_games(path, raw, game_filter.max_moves)
+    except (RecordError, OSError) as e:
+        reason = e.reason if isinstance(e, RecordError) else f"cannot read: {e.strerror or e}"
+        result = FileResult(path=name, sha256="")
+        result.skipped.append({"file": name, "line": getattr(e, "line", None), "reason": reason})
         return result
     except Exception as e:  # a reader bug must not stop the run: report it like bad input
-        result.skipped.append({"file": str(path), "line": None, "reason": f"unreadable: {type(e).__name__}: {e}"})
+        result = FileResult(path=name, sha256="")
+        result.skipped.append({"file": name, "line": None, "reason": f"unreadable: {type(e).__name__}: {e}"})
         return result
     for e in dropped:
         result.games_read += 1
-        result.skipped.append({"file": str(path), "line": e.line, "reason": e.reason})
+        result.skipped.append({"file": name, "line": e.line, "reason": e.reason})
     has_evals = path.suffix.lower() in EVAL_FORMATS
     for game in games:
         result.games_read += 1
         for line, reason in game.problems:
-            result.flagged.append({"file": str(path), "line": line, "reason": reason})
+            result.flagged.append({"file": name, "line": line, "reason": reason})
         why = game_filter.rejection(game, has_evals)
         if why is not None:
-            result.skipped.append({"file": str(path), "line": game.line, "reason": why})
+            result.skipped.append({"file": name, "line": game.line, "reason": why})
             continue
         n = game_filter.positions_kept(game)
         if n == 0:
-            result.skipped.append({"file": str(path), "line": game.line, "reason": "no positions before the mate/eval cut"})
+            result.skipped.append({"file": name, "line": game.line, "reason": "no positions before the mate/eval cut"})
             continue
         items.append((game, n, 0, game.winner is None))  # draws and undecided endings score 0.5
         ratings = [r for r in game.ratings if r is not None]
         meta = {
-            "source": str(path),
+            "source": name,
             "line": game.line,
             "event": game.event,
             "date": game.start_time,
@@ -417,7 +416,10 @@ def _results(files: list[Path], game_filter: GameFilter, workers: int):
             yield from process_files(chunk, game_filter)
         return
     shm = "/dev/shm"  # tmpfs: the rows never touch a disk (a few MB in flight at a time)
-    spool = tempfile.mkdtemp(prefix="shogitrain-prepare-", dir=shm if os.access(shm, os.W_OK) else None)
+    where = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
+    for stale in remove_stale_temps(where, "shogitrain-prepare-*"):
+        print(f"removed {stale}, left by a prepare that no longer runs", file=sys.stderr)
+    spool = tempfile.mkdtemp(prefix="shogitrain-prepare-", suffix=f"-{os.getpid()}", dir=where)
     try:
         # Tasks of 1 MB of input, smaller for small inputs (at least ~8 per worker, so that the workers
         # finish together).
@@ -550,6 +552,12 @@ class _Spool:
         self.file.close()
         self.path.unlink(missing_ok=True)
 
+    def __enter__(self) -> "_Spool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _write_report(path: Path, report: dict, lists: dict[str, _Spool]) -> None:
     """report.json: ``report``'s keys, then each spooled list under its key, streamed."""
@@ -562,84 +570,123 @@ def _write_report(path: Path, report: dict, lists: dict[str, _Spool]) -> None:
         f.write("\n}\n")
 
 
+def _replaceable(out: Path) -> bool:
+    """--overwrite replaces a dataset (a directory with a manifest.json) or an empty directory only."""
+    return out.is_dir() and ((out / "manifest.json").is_file() or not any(out.iterdir()))
+
+
+@contextlib.contextmanager
+def _output_directory(out: Path, overwrite: bool):
+    """A fresh temporary directory beside ``out``: when the block completes it replaces ``out`` by a
+    rename, when the block fails it is removed — ``out`` is never half-written. One prepare at a
+    time writes ``out`` (a lock beside it); temp directories of dead earlier runs are removed."""
+    if out.exists() and not overwrite:
+        raise PrepareError(f"{out}: already exists (use --overwrite to replace it)")
+    if out.exists() and not _replaceable(out):
+        raise PrepareError(f"{out}: --overwrite replaces a dataset directory (one with a manifest.json) or an "
+                           "empty directory, and this is neither")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PrepareError(f"{out}: cannot write output ({e.strerror})") from None
+    with exclusive_lock(parent / f".{out.name}.lock", f"dataset {out}"):
+        for stale in remove_stale_temps(parent, f".{out.name}.tmp-*") + remove_stale_temps(parent, f".{out.name}.old-*"):
+            print(f"removed {stale}, left by a prepare that no longer runs", file=sys.stderr)
+        tmp = temp_name(out)
+        try:
+            tmp.mkdir()
+            yield tmp
+            if out.exists():
+                old = temp_name(out, "old")
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
+        except OSError as e:
+            raise write_error(e, out) from None
+        except WriteError as e:  # name the output, not the temp directory that is about to go
+            raise WriteError(str(e).replace(str(tmp), str(out))) from None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: GameFilter, workers: int, *,
+                  seed: int, test_fraction: float, dedupe: bool, shard_rows: int, progress: bool,
+                  skipped: "_Spool", flagged: "_Spool") -> tuple[dict, list, int]:
+    """Read every input once, in order, and write its kept games' rows to the split shards and its
+    games to games.jsonl as they come; returns (splits, sources, games read)."""
+    from tqdm import tqdm
+
+    writers = {name: ShardWriter(tmp, name, shard_rows) for name in ("train", "test")}
+    split_games: Counter = Counter()
+    seen: set[bytes] = set()
+    sources = []
+    games_read = 0
+    forced_split = {printable(p): s for p, s in files}
+    sink = _RowSink(writers)
+    n_games = 0
+    with open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, tqdm(
+        total=len(files), unit="file", disable=not progress, desc="prepare", dynamic_ncols=True
+    ) as bar:
+        for fr in _results(_items([p for p, _ in files]), game_filter, workers):
+            if fr.piece == fr.pieces - 1:
+                bar.update(1)
+            if fr.piece == 0:
+                sources.append({"path": fr.path, "sha256": fr.sha256})
+            games_read += fr.games_read
+            for item in fr.skipped:
+                skipped.add(item)
+            for item in fr.flagged:
+                flagged.add(item)
+            for g in fr.games:
+                if dedupe:
+                    if g.key in seen:
+                        skipped.add({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
+                        continue
+                    seen.add(g.key)
+                split = forced_split[fr.path] or split_of(g.key, seed, test_fraction)
+                game_id = n_games
+                n_games += 1
+                games_out.write(_games_line(game_id, split, sink.add(split, game_id, g), g))
+                split_games[split] += 1
+            if progress and bar.n % 64 == 0:  # (a disabled bar never counts: n stays 0)
+                sink.flush()
+                bar.set_postfix(games=sum(split_games.values()),
+                                positions=sum(w.positions for w in writers.values()), refresh=False)
+        sink.flush()
+    splits = {name: {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
+              for name, writer in writers.items()}
+    return splits, sources, games_read
+
+
 def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, workers: int | None = None,
             test_data=(), game_filter: GameFilter = GameFilter(), dedupe: bool = False,
             dedupe_test: bool = False, shard_rows: int = SHARD_ROWS, overwrite: bool = False,
             progress: bool = True) -> dict:
     """Run the whole conversion; returns the report (OUT/report.json), except its lists of skipped
     and flagged games, which can be long: ``skipped_total`` / ``flagged_total`` count them."""
-    from tqdm import tqdm
-
     if not inputs and not test_data:
         raise PrepareError("no inputs given")
     if test_fraction is None:  # a random hold-out unless whole sources are held out
         test_fraction = 0.0 if test_data else 0.1
-    train_files = find_inputs(inputs)
     test_files = find_inputs(test_data)
+    train_files = find_inputs(inputs)
+    both = {p.resolve() for p in train_files} & {p.resolve() for p in test_files}
+    if both:
+        raise PrepareError(f"{printable(min(both))}: given both as an input and as --test-data "
+                           f"({len(both)} such file(s)); a source is either trained on or held out")
     # Test split = the --test-data sources whole, plus a seeded-hash test_fraction of the inputs' games.
-    all_files = [(p, None) for p in train_files] + [(p, "test") for p in test_files]
-    if not all_files:
+    files = [(p, None) for p in train_files] + [(p, "test") for p in test_files]
+    if not files:
         raise PrepareError(f"no record files ({', '.join(sorted(RECORD_SUFFIXES))}) found in the inputs")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise PrepareError(f"{out}: already exists (use --overwrite to replace it)")
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{out.name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    except OSError as e:
-        raise PrepareError(f"{out}: cannot write output ({e.strerror})") from None
-
-    workers = workers or os.cpu_count() or 1
-    spools: list[_Spool] = []
-    try:
-        writers = {name: ShardWriter(tmp, name, shard_rows) for name in ("train", "test")}
-        split_games = Counter()
-        seen: set[bytes] = set()
-        skipped = _Spool(tmp / ".skipped.jsonl")
-        flagged = _Spool(tmp / ".flagged.jsonl")
-        spools += [skipped, flagged]
-        sources = []
-        games_read = 0
-        forced_split = {str(p): s for p, s in all_files}
-        sink = _RowSink(writers)
-        n_games = 0
-        with open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, tqdm(
-            total=len(all_files), unit="file", disable=not progress, desc="prepare", dynamic_ncols=True
-        ) as bar:
-            for fr in _results(_items([p for p, _ in all_files]), game_filter, workers):
-                if fr.piece == fr.pieces - 1:
-                    bar.update(1)
-                if fr.piece == 0:
-                    sources.append({"path": fr.path, "sha256": fr.sha256})
-                games_read += fr.games_read
-                for item in fr.skipped:
-                    skipped.add(item)
-                for item in fr.flagged:
-                    flagged.add(item)
-                forced = forced_split[fr.path]
-                for g in fr.games:
-                    if dedupe:
-                        if g.key in seen:
-                            skipped.add({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
-                            continue
-                        seen.add(g.key)
-                    split = forced or split_of(g.key, seed, test_fraction)
-                    game_id = n_games
-                    n_games += 1
-                    games_out.write(_games_line(game_id, split, sink.add(split, game_id, g), g))
-                    split_games[split] += 1
-                if progress and bar.n % 64 == 0:  # (a disabled bar never counts: n stays 0)
-                    sink.flush()
-                    bar.set_postfix(games=sum(split_games.values()),
-                                    positions=sum(w.positions for w in writers.values()), refresh=False)
-            sink.flush()
-        splits = {}
-        for name, writer in writers.items():
-            splits[name] = {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
+    with _output_directory(Path(out), overwrite) as tmp, _Spool(tmp / ".skipped.jsonl") as skipped, \
+            _Spool(tmp / ".flagged.jsonl") as flagged:
+        splits, sources, games_read = _stream_games(
+            tmp, files, game_filter, workers or os.cpu_count() or 1, seed=seed, test_fraction=test_fraction,
+            dedupe=dedupe, shard_rows=shard_rows, progress=progress, skipped=skipped, flagged=flagged)
         total_positions = sum(s["positions"] for s in splits.values())
         if total_positions == 0:
             reasons = ", ".join(f"{n} {why}" for why, n in skipped.reasons.most_common(3))
@@ -657,14 +704,15 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             "splits": splits,
             "filters": game_filter.as_dict() | {"dedupe": dedupe, "dedupe_test": dedupe_test},
             "test_fraction": test_fraction,
-            "test_data": [str(p) for p in test_files],
+            "test_data": [printable(p) for p in test_files],
             "seed": seed,
             "sources": sources,
+            "games_sha256": _sha256(tmp / "games.jsonl"),
             "shogitrain_version": __version__,
         }
         report = {
             "games_read": games_read,
-            "games_kept": sum(split_games.values()),
+            "games_kept": sum(s["games"] for s in splits.values()),
             "positions": total_positions - dropped_test,
             "test_positions_dropped_as_seen_in_train": dropped_test,
             "skipped_by_reason": dict(sorted(skipped.reasons.items())),
@@ -673,20 +721,6 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
         _write_report(tmp / "report.json", report, {"skipped": skipped, "flagged": flagged})
-        for spool in spools:
-            spool.close()
-        if out.exists():
-            old = parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        for spool in spools:
-            spool.file.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return report
 
 

@@ -31,7 +31,9 @@ def test_defaults_are_the_blog_bn_run():
     assert cfg.loss.eval_scale == 756.0864962951762 and cfg.loss.z_weighting is True
     assert (cfg.train.batch_size, cfg.train.eval_interval, cfg.train.eval_sample) == (1024, 1000, 640)
     assert cfg.train.steps == 0 and cfg.train.epochs == 1 and cfg.train.max_nonfinite == 10
-    assert cfg.amp == "fp16" and cfg.swa.mode == "off" and cfg.init.method == "default"
+    assert cfg.swa.mode == "off" and cfg.init.method == "default"
+    # amp 'auto' is the note's fp16 on CUDA (off on CPU); the bn preset's clipping, as configs/blog-bn.yaml
+    assert cfg.amp == "auto" and cfg.clip.mode == "norm" and "bn preset" in cfg.defaults_from["clip"]
 
 
 ARCH_OF = {"blog-bn": "bn", "blog-nf": "nf", "blog-nf-faithful": "nf-blog",

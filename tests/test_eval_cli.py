@@ -7,7 +7,8 @@ import torch
 from click.testing import CliRunner
 
 from shogitrain.cli import main
-from shogitrain.evaluate import METRIC_NAMES, evaluate_checkpoint
+from shogitrain.evaluate import evaluate_checkpoint
+from shogitrain.train.metrics import METRIC_NAMES
 from shogitrain.train.checkpoint import save_checkpoint
 from shogitrain.train.runlog import read_metrics
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from shogitrain.evaluate import METRIC_NAMES, MetricAccumulator
+from shogitrain.train.metrics import METRIC_NAMES, MetricAccumulator
 from shogitrain.names import EVAL_SCALE
 
 

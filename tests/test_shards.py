@@ -93,7 +93,7 @@ def test_filter_rejections():
 
 
 def test_writer_and_memmapped_reader(tmp_path):
-    rows = rows_from_sfens(["startpos"] * 10)
+    rows = rows_from_sfens(["startpos"] * 10, ["7g7f"] * 10)
     rows["ply"] = np.arange(10)
     w = ShardWriter(tmp_path, "train", shard_rows=4)
     w.add(rows[:3])

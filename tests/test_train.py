@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from shogitrain.cli import main
 from shogitrain.config import load_config
-from shogitrain.train import loop
+from shogitrain.train import loop, step
 from shogitrain.train.checkpoint import load_checkpoint
 from shogitrain.train.loop import TrainingError, train
 from shogitrain.train.runlog import read_metrics
@@ -78,7 +78,7 @@ def test_interrupt_then_resume_is_bit_identical(sample_dataset, tmp_path, arch, 
 
 
 def test_nonfinite_steps_are_skipped_then_abort(sample_dataset, tmp_path, monkeypatch):
-    real = loop.policy_value_loss
+    real = step.policy_value_loss
     calls = {"n": 0}
 
     def sometimes_nan(*args, **kwargs):
@@ -88,7 +88,7 @@ def test_nonfinite_steps_are_skipped_then_abort(sample_dataset, tmp_path, monkey
             terms.total = terms.total * float("nan")
         return terms
 
-    monkeypatch.setattr(loop, "policy_value_loss", sometimes_nan)
+    monkeypatch.setattr(step, "policy_value_loss", sometimes_nan)
     cfg = tiny_config(sample_dataset, tmp_path / "run", "train.steps=50", "train.max_nonfinite=3")
     with pytest.raises(TrainingError, match="3 consecutive steps"):
         train(cfg, progress=False)

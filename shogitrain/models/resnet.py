@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shogitrain.names import (ARCHS, FEATURES1_PLANES, FEATURES2_PLANES, MOVE_DIRECTIONS,
+from shogitrain.names import (ARCH_OPTIONS, ARCHS, FEATURES1_PLANES, FEATURES2_PLANES, MOVE_DIRECTIONS,
                               PARAMETER_GROUPS, POLICY_SIZE)
 
 from .layers import (GammaAct, ScaledStdConv2d, activation_gamma, check_activation,
@@ -354,7 +354,6 @@ class Recipe:
     batch_norm: bool                 # BatchNorm after the stem sum and the value conv; else NF signal bookkeeping
     stem_standardize: bool           # the fixed per-channel affine after the stem sum ('nf')
     gamma_on_activations: bool       # γ·act (DeepMind's NF style) rather than γ folded into the WS convs
-    options: dict                    # build_model's options for this arch and their defaults
 
 
 def _plain_conv(cin: int, cout: int, kernel: int, activation: str, eps: float) -> nn.Module:
@@ -372,14 +371,12 @@ def _blog_ws_conv(cin: int, cout: int, kernel: int, activation: str, eps: float)
 
 RECIPES = {
     "bn": Recipe(_plain_conv, lambda c, act, beta, o: BNBlock(c, act), batch_norm=True,
-                 stem_standardize=False, gamma_on_activations=False, options={}),
+                 stem_standardize=False, gamma_on_activations=False),
     "nf": Recipe(_ws_conv, lambda c, act, beta, o: NFBlock(c, act, beta, o["alpha"], o["skip_init"], o["eps"]),
-                 batch_norm=False, stem_standardize=True, gamma_on_activations=True,
-                 options={"alpha": 0.2, "skip_init": "zero", "eps": 1e-4}),
+                 batch_norm=False, stem_standardize=True, gamma_on_activations=True),
     "nf-blog": Recipe(_blog_ws_conv,
                       lambda c, act, beta, o: NFBlogBlock(c, act, beta, o["alpha"], o["blog_eps"], o["blog_skip_gain"]),
-                      batch_norm=False, stem_standardize=False, gamma_on_activations=False,
-                      options={"alpha": 0.2, "blog_eps": 1e-4, "blog_skip_gain": True}),
+                      batch_norm=False, stem_standardize=False, gamma_on_activations=False),
 }
 assert tuple(RECIPES) == ARCHS, "an arch without a recipe"
 
@@ -393,7 +390,7 @@ def _positive_int(name: str, value, minimum: int) -> int:
 def _resolve_options(arch: str, options: dict) -> dict:
     if arch not in RECIPES:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    allowed = RECIPES[arch].options
+    allowed = ARCH_OPTIONS[arch]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         known = ", ".join(allowed) if allowed else "none"

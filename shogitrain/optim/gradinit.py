@@ -239,6 +239,21 @@ def gradinit_modes(model: nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+def _trainable_parameters(model: nn.Module, exclude: set[str]) -> list[tuple[str, Tensor]]:
+    """The model's trainable ``(name, parameter)`` pairs, checked: some exist, all fp32/fp64, and
+    every excluded name is one of them."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("gradinit: the model has no trainable parameters")
+    unknown = exclude - {n for n, _ in named}
+    if unknown:
+        raise ValueError(f"gradinit: exclude names unknown parameters: {sorted(unknown)}")
+    for n, p in named:
+        if p.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"gradinit runs in fp32; parameter {n} is {p.dtype}")
+    return named
+
+
 def gradinit(
     model: nn.Module,
     batches: Iterable[Batch] | Callable[[], Batch],
@@ -272,26 +287,11 @@ def gradinit(
     """
     if variant not in ("sgd", "adam"):
         raise ValueError(f"gradinit: variant must be 'sgd' or 'adam', got {variant!r}")
-    exclude = set(exclude)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("gradinit: the model has no trainable parameters")
-    unknown = exclude - {n for n, _ in named}
-    if unknown:
-        raise ValueError(f"gradinit: exclude names unknown parameters: {sorted(unknown)}")
-    for n, p in named:
-        if p.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"gradinit runs in fp32; parameter {n} is {p.dtype}")
+    named = _trainable_parameters(model, set(exclude))
     names = [n for n, _ in named]
     params = [p for _, p in named]
-
-    selected = [
-        (n, p)
-        for n, p in named
-        if n not in exclude
-        and (param_filter is None or param_filter(n, p))
-        and bool(p.detach().norm() > 0)
-    ]
+    selected = [(n, p) for n, p in named if n not in exclude and (param_filter is None or param_filter(n, p))
+                and bool(p.detach().norm() > 0)]
     if not selected:
         return {}
     sel_names = [n for n, _ in selected]

@@ -346,46 +346,8 @@ class NLCG(Optimizer):
         k = st["step"]
         params = self._params
 
-        # 0. gradient (+ L2) into the flat workspace g
-        g = self._buffer("grad")
-        g_views = self._views(g)
-        grads = [p.grad for p in params]
-        if any(x is None for x in grads):
-            for view, x in zip(g_views, grads):
-                if x is None:
-                    view.zero_()
-                else:
-                    view.copy_(x)
-        else:
-            torch._foreach_copy_(g_views, grads)
-        if not self.decoupled_weight_decay:
-            i = 0
-            for group in self.param_groups:
-                n = len(group["params"])
-                if group["weight_decay"] != 0:
-                    torch._foreach_add_(g_views[i:i + n], group["params"], alpha=group["weight_decay"])
-                i += n
-
-        # 1. preconditioner M, written into the workspace z
-        z = self._buffer("z")
-        if self.precond == "bfgs":
-            h = self._buffer("h", 1.0)
-            g_old = self._buffer("g_old")
-            reset = k == 0 or (self.precond_reset_every > 0 and k % self.precond_reset_every == 0)
-            if reset:
-                h.fill_(1.0)
-            else:
-                y = g_old.neg_().add_(g)  # y = g − g_old, in g_old's storage
-                h.copy_(bfgs_diag_update(h, y, self._buffer("step")))
-            torch.add(h, EPS, out=z).reciprocal_()
-            if self.precond_clamp is not None:
-                z.clamp_(self.precond_clamp[0], self.precond_clamp[1])
-            # keep g for the next y: swap the workspaces instead of copying
-            st["buffers"]["grad"], st["buffers"]["g_old"] = g_old, g
-        elif self.precond == "fixed":
-            z.copy_(self._fixed_m)
-        else:
-            z.fill_(1.0)
+        g = self._gradient()  # 0. gradient (+ L2) into the flat workspace g
+        z = self._preconditioner(g, k)  # 1. preconditioner M, written into the workspace z
 
         # 2.–4. residual, β and direction
         z.mul_(g).neg_()  # z = M⊙r with r = −g
@@ -426,6 +388,52 @@ class NLCG(Optimizer):
         torch._foreach_add_(params, self._views(step))
         st["step"] = k + 1
         return loss
+
+    def _gradient(self) -> Tensor:
+        """The flat gradient workspace, filled with every parameter's gradient (zeros where it has
+        none) plus the L2 term when weight decay is not decoupled."""
+        g = self._buffer("grad")
+        g_views = self._views(g)
+        grads = [p.grad for p in self._params]
+        if any(x is None for x in grads):
+            for view, x in zip(g_views, grads):
+                if x is None:
+                    view.zero_()
+                else:
+                    view.copy_(x)
+        else:
+            torch._foreach_copy_(g_views, grads)
+        if not self.decoupled_weight_decay:
+            i = 0
+            for group in self.param_groups:
+                n = len(group["params"])
+                if group["weight_decay"] != 0:
+                    torch._foreach_add_(g_views[i:i + n], group["params"], alpha=group["weight_decay"])
+                i += n
+        return g
+
+    def _preconditioner(self, g: Tensor, k: int) -> Tensor:
+        """The diagonal preconditioner M of step ``k`` in the workspace z (BFGS-diagonal, fixed or none)."""
+        z = self._buffer("z")
+        if self.precond == "bfgs":
+            h = self._buffer("h", 1.0)
+            g_old = self._buffer("g_old")
+            reset = k == 0 or (self.precond_reset_every > 0 and k % self.precond_reset_every == 0)
+            if reset:
+                h.fill_(1.0)
+            else:
+                y = g_old.neg_().add_(g)  # y = g − g_old, in g_old's storage
+                h.copy_(bfgs_diag_update(h, y, self._buffer("step")))
+            torch.add(h, EPS, out=z).reciprocal_()
+            if self.precond_clamp is not None:
+                z.clamp_(self.precond_clamp[0], self.precond_clamp[1])
+            # keep g for the next y: swap the workspaces instead of copying
+            self._g["buffers"]["grad"], self._g["buffers"]["g_old"] = g_old, g
+        elif self.precond == "fixed":
+            z.copy_(self._fixed_m)
+        else:
+            z.fill_(1.0)
+        return z
 
     def _line_search(self, loss: float | None, k: int) -> float:
         """Update the loss EMA and base_lr; return the fraction of the previous step to remove."""

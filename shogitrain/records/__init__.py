@@ -14,6 +14,7 @@ from shogitrain.records.game import GameRecord, RecordError
 from shogitrain.records.hcpe import HCPE_DTYPE, decode_hcp, read_hcpe
 from shogitrain.records.kif import read_kif
 from shogitrain.records.sfen import read_sfen_lines
+from shogitrain.names import DEFAULT_MAX_MOVES
 
 __all__ = [
     "GameRecord", "RecordError", "read_csa", "read_kif", "read_sfen_lines", "read_hcpe",
@@ -52,7 +53,7 @@ def _sniff(path: str):
     return None
 
 
-def read_records(path) -> list[GameRecord]:
+def read_records(path, *, max_moves: int = DEFAULT_MAX_MOVES) -> list[GameRecord]:
     """Read a game-record file of any supported text format. Raises RecordError for unknown types."""
     import pathlib
 
@@ -70,4 +71,4 @@ def read_records(path) -> list[GameRecord]:
         if sniffed is None and reader is None:
             raise RecordError(p, None, f"unknown record type {ext or '(no extension)'!r}")
         reader = sniffed or reader
-    return reader(pathlib.Path(p))
+    return reader(pathlib.Path(p), max_moves=max_moves)

@@ -15,6 +15,8 @@ from __future__ import annotations
 from shogitrain.records.game import GameRecord, RecordError
 from shogitrain.records.text import iter_chunks, load_text
 from shogitrain.shogi.position import STATE_SIZE, BadMove, IllegalMove, Position
+from shogitrain.names import DEFAULT_MAX_MOVES
+from shogitrain.shogi.rules import GameEnd
 from shogitrain.shogi.vocabulary import (
     CSA_PIECE, FU, GI, HI, KA, KE, KI, KY, OU, STARTPOS_SFEN, WHITE_OFFSET, on_board, parse_sfen, square,
 )
@@ -90,7 +92,8 @@ def _float_after_colon(s: str):
 
 
 class _Header:
-    __slots__ = ("board", "hand", "turn", "names", "event", "start_time", "rates", "summary", "problems")
+    __slots__ = ("board", "hand", "turn", "names", "event", "start_time", "rates", "summary", "problems",
+                 "max_moves")
 
     def __init__(self):
         self.board = None
@@ -102,6 +105,7 @@ class _Header:
         self.rates = [None, None]
         self.summary = None
         self.problems = []
+        self.max_moves = None  # from 'Max_Moves:N
 
 
 def _comment(h: _Header, line: str, ln: int):
@@ -113,6 +117,10 @@ def _comment(h: _Header, line: str, ln: int):
     elif line.startswith("'summary:"):
         if h.summary is None:
             h.summary = (line[9:], ln)
+    elif line.startswith("'Max_Moves:"):
+        limit = _float_after_colon(line)
+        if limit is not None and limit >= 1:
+            h.max_moves = int(limit)
 
 
 def _place_row(h: _Header, line: str, ln: int):
@@ -184,7 +192,8 @@ def _place_pi(h: _Header, line: str, ln: int):
         h.board[square(f, r)] = 0
 
 
-def _parse_game(lines: list[str], first: int, source, positions: bool = False) -> GameRecord | None:
+def _parse_game(lines: list[str], first: int, source, positions: bool = False,
+                max_moves: int = DEFAULT_MAX_MOVES) -> GameRecord | None:
     """Parse one game's lines (``first`` = line number of lines[0]). None for a game with no content."""
     h = _Header()
     n = len(lines)
@@ -260,18 +269,20 @@ def _parse_game(lines: list[str], first: int, source, positions: bool = False) -
         raise _Skip(first + max(start - 1, 0), f"bad start position: {e}") from None
     rec = GameRecord(sfen=pos.sfen(), source=source, line=first)
     snaps = bytearray() if positions else None
-    _read_moves(lines, start, first, pos, h, rec, snaps)
+    _read_moves(lines, start, first, pos, h, rec, snaps, max_moves)
     if snaps is not None:
         rec.positions = bytes(snaps)
     return rec
 
 
-def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord, snaps=None):
+def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord, snaps=None,
+                max_moves: int = DEFAULT_MAX_MOVES):
     """Replay the move section into ``rec``; with ``snaps`` (a bytearray), the state before each kept move
     (``STATE_SIZE`` bytes each) is appended to it.
 
     Every move is played by :meth:`Position.push`, whose legality checks are cross-checked against
-    python-shogi.
+    python-shogi. Long on purpose: the common lines (a plain move, a score comment, a time line) take
+    an inlined fast path before the general statement parser; prepare spends most of its time here.
     """
     moves = rec.moves
     moves_append = moves.append
@@ -288,10 +299,16 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
     token_recorded = 0
     after_end = False
     clean = True         # not stopped and not after the end: the fast path applies
+    game_end = GameEnd(pos, h.max_moves or max_moves)
 
     def play(move: str, line_no: int) -> None:
-        """Play one move line; an illegal or unreadable one ends the replay (the game is kept before it)."""
+        """Play one move line; an illegal or unreadable one ends the replay (the game is kept before it),
+        and so do the fourth repetition and the move limit (the game itself ended there)."""
         nonlocal stopped, clean, extra, stop_index
+        if game_end.limit_reached(len(moves)):
+            stopped, clean = True, False
+            extra += 1
+            return
         if snap:
             snaps.extend(state)
         try:
@@ -305,6 +322,9 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
             stop_index = len(moves) + extra
             problems.append((line_no, f"{'unreadable' if isinstance(e, BadMove) else 'illegal'} "
                                       f"move {move[:20]!r}: {e}; game kept up to the move before"))
+            return
+        if game_end.after_move(pos):
+            stopped, clean = True, False
 
     n = len(lines)
     for idx in range(start, n):
@@ -412,12 +432,18 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
         winner, known = _winner_from_token(token, mover)
         if not known:
             problems.append((None, f"unknown ending {token!r}: winner None"))
+    if game_end.ended and extra:  # the record runs on past the end of the game
+        endgame, winner, why = game_end.outcome()
+        problems.append((None, f"{why} after move {len(moves)}: the game ends there ({extra} more move "
+                               "line(s) of the record ignored)"))
     rec.endgame = endgame
     rec.winner = winner
     rec.problems = problems
 
 
-def read_csa(path_or_text, *, skipped: list | None = None, positions: bool = False) -> list[GameRecord]:
+
+def read_csa(path_or_text, *, skipped: list | None = None, positions: bool = False,
+             max_moves: int = DEFAULT_MAX_MOVES) -> list[GameRecord]:
     """Read every game of a CSA record (file path, Path, bytes or text). See the module docstring.
 
     ``skipped``: when given, a :class:`RecordError` is appended for each game that had to be dropped
@@ -426,28 +452,34 @@ def read_csa(path_or_text, *, skipped: list | None = None, positions: bool = Fal
 
     ``positions``: also keep, on each record, the position before every move as it was replayed
     (``GameRecord.positions``), so that ``shards.convert`` need not replay the game again.
+
+    ``max_moves``: a game longer than its record's ``'Max_Moves:N`` (else than this) ends there, a
+    draw; so does one that reaches a position for the fourth time (perpetual check: the checking
+    side loses). Moves the record has after such an end are ignored and noted in ``problems``.
     """
     text, source, file_problems = load_text(path_or_text)
-    return read_csa_text(text, source, file_problems, skipped=skipped, positions=positions)
+    return read_csa_text(text, source, file_problems, skipped=skipped, positions=positions, max_moves=max_moves)
 
 
 def read_csa_text(text: str, source=None, file_problems=(), *, skipped: list | None = None,
-                  positions: bool = False) -> list[GameRecord]:
+                  positions: bool = False, max_moves: int = DEFAULT_MAX_MOVES) -> list[GameRecord]:
     """:func:`read_csa` on decoded text (e.g. from :func:`decode_record_bytes`): ``source`` is the file
-    name to report, ``file_problems`` the decoding problems to put first in each game's ``problems``."""
+    name to report, ``file_problems`` the decoding problems to put first in the ``problems`` of each
+    game (of the game holding its line, when it has one)."""
     file_problems = list(file_problems)
     games: list[GameRecord] = []
     dropped: list[RecordError] = []
     for first, lines in iter_chunks(text):
         try:
-            rec = _parse_game(lines, first, source, positions)
+            rec = _parse_game(lines, first, source, positions, max_moves)
         except _Skip as e:
             dropped.append(RecordError(source, e.line, e.reason))
             continue
         if rec is None:
             continue
         if file_problems:
-            rec.problems[:0] = file_problems
+            last = first + len(lines)
+            rec.problems[:0] = [(ln, why) for ln, why in file_problems if ln is None or first <= ln < last]
         games.append(rec)
     if not games:
         if dropped:

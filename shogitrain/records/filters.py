@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from shogitrain.records.game import GameRecord
+from shogitrain.names import DEFAULT_MAX_MOVES
 
 DECISIVE_ENDINGS = ("%TORYO", "%KACHI")
 DRAW_ENDINGS = ("%SENNICHITE", "%JISHOGI", "%MAX_MOVES", "%HIKIWAKE")
@@ -30,6 +31,7 @@ class GameFilter:
     require_eval: bool = True
     mate_score: int = 100000  # 0 = keep positions after mate scores
     max_eval: int | None = None
+    max_moves: int = DEFAULT_MAX_MOVES  # a game ends here (a draw) when its record states no Max_Moves
 
     def allowed_endings(self) -> set[str]:
         allowed = set(self.endings)

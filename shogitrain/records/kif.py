@@ -18,7 +18,9 @@ import shogi.KIF
 
 from shogitrain.records.game import GameRecord, RecordError
 from shogitrain.records.text import load_text
-from shogitrain.shogi.position import IllegalMove, Position
+from shogitrain.shogi.position import Position
+from shogitrain.names import DEFAULT_MAX_MOVES
+from shogitrain.shogi.rules import replay_usi
 
 __all__ = ["read_kif"]
 
@@ -30,7 +32,7 @@ _TERMINAL_RE = re.compile(r"^\s*(\d+)\s+(" + "|".join(_TERMINAL) + r")", re.M)
 _MOVE_NO_RE = re.compile(r"^\s*(\d+)\s", re.M)
 
 
-def read_kif(path_or_text) -> list[GameRecord]:
+def read_kif(path_or_text, *, max_moves: int = DEFAULT_MAX_MOVES) -> list[GameRecord]:
     text, source, file_problems = load_text(path_or_text)
     try:
         parsed = shogi.KIF.Parser.parse_str(text)
@@ -46,14 +48,11 @@ def read_kif(path_or_text) -> list[GameRecord]:
             raise RecordError(source, None, f"bad start position: {e}") from None
         rec = GameRecord(sfen=pos.sfen(), source=source, line=1)
         rec.problems.extend(file_problems)
-        for i, usi in enumerate(summary["moves"], start=1):
-            try:
-                rec.moves.append(pos.push_usi(usi))
-            except IllegalMove as e:
-                m = next((m for m in _MOVE_NO_RE.finditer(text) if int(m.group(1)) == i), None)
-                line = text.count("\n", 0, m.start(1)) + 1 if m else None
-                rec.problems.append((line, f"move {i} {usi!r}: {e}; kept up to the move before"))
-                break
+        rec.moves, problem, game_end = replay_usi(pos, summary["moves"], max_moves)
+        if problem is not None:
+            number, why = problem
+            m = next((m for m in _MOVE_NO_RE.finditer(text) if int(m.group(1)) == number), None)
+            rec.problems.append((text.count("\n", 0, m.start(1)) + 1 if m else None, why))
         rec.scores = [None] * len(rec.moves)
         names = summary.get("names") or [None, None]
         rec.names = (names[0], names[1])
@@ -66,5 +65,7 @@ def read_kif(path_or_text) -> list[GameRecord]:
                 loser = 1 - (rec.winner if rec.winner is not None else 0)
                 token = "%+ILLEGAL_ACTION" if loser == 0 else "%-ILLEGAL_ACTION"
             rec.endgame = token
+        if game_end.ended and problem is not None:  # the record runs on past the end of the game
+            rec.endgame, rec.winner, _ = game_end.outcome()
         games.append(rec)
     return games

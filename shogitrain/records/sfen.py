@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from shogitrain.records.game import GameRecord, RecordError
 from shogitrain.records.text import iter_lines, load_text
-from shogitrain.shogi.position import IllegalMove, Position
+from shogitrain.shogi.position import Position
+from shogitrain.names import DEFAULT_MAX_MOVES
+from shogitrain.shogi.rules import replay_usi
 from shogitrain.shogi.vocabulary import STARTPOS_SFEN
 
 __all__ = ["read_sfen_lines", "parse_position_line"]
@@ -25,7 +27,8 @@ __all__ = ["read_sfen_lines", "parse_position_line"]
 _START = Position.from_sfen(STARTPOS_SFEN)
 
 
-def parse_position_line(line: str, lineno: int | None = None, source=None) -> GameRecord | None:
+def parse_position_line(line: str, lineno: int | None = None, source=None,
+                        max_moves: int = DEFAULT_MAX_MOVES) -> GameRecord | None:
     """One SFEN line → GameRecord (None for blank/comment lines). Raises RecordError for a bad position."""
     k = line.find("#")
     if k >= 0:
@@ -60,32 +63,30 @@ def parse_position_line(line: str, lineno: int | None = None, source=None) -> Ga
     if rest and rest[0] != "moves":
         raise RecordError(source, lineno, f"expected 'moves', got {rest[0][:20]!r}")
     rec = GameRecord(sfen=sfen, source=source, line=lineno)
-    moves = rec.moves
-    push_usi = pos.push_usi
-    for i, usi in enumerate(rest[1:], start=1):
-        try:
-            moves.append(push_usi(usi))
-        except IllegalMove as e:
-            rec.problems.append((lineno, f"move {i} {usi[:20]!r}: {e}; kept up to the move before"))
-            break
-    rec.scores = [None] * len(moves)
+    rec.moves, problem, game_end = replay_usi(pos, rest[1:], max_moves)
+    if problem is not None:
+        rec.problems.append((lineno, problem[1]))
+        if game_end.ended:
+            rec.endgame, rec.winner, _ = game_end.outcome()
+    rec.scores = [None] * len(rec.moves)
     return rec
 
 
-def read_sfen_lines(path_or_text, *, skipped: list | None = None) -> list[GameRecord]:
+def read_sfen_lines(path_or_text, *, skipped: list | None = None,
+                    max_moves: int = DEFAULT_MAX_MOVES) -> list[GameRecord]:
     """Read SFEN/USI position lines (file path, Path, bytes or text) → one GameRecord per line."""
     text, source, file_problems = load_text(path_or_text)
     games: list[GameRecord] = []
     dropped: list[RecordError] = []
     for ln, line in iter_lines(text):
         try:
-            rec = parse_position_line(line, ln, source)
+            rec = parse_position_line(line, ln, source, max_moves)
         except RecordError as e:
             dropped.append(e)
             continue
         if rec is not None:
             if file_problems:
-                rec.problems[:0] = file_problems
+                rec.problems[:0] = [(line, why) for line, why in file_problems if line in (None, ln)]
             games.append(rec)
     if not games:
         raise dropped[0] if dropped else RecordError(source, None, "no position line found")

@@ -29,11 +29,24 @@ def _halfwidth_kana(text: str) -> int:
 
 
 def decode_record_bytes(raw: bytes, source=None) -> tuple[str, list]:
-    """Decode a record file's bytes → (text, problems). Raises RecordError for empty or binary input."""
+    """Decode a record file's bytes → (text, problems). Raises RecordError for empty or binary input.
+
+    A few stray NUL bytes in a text file (more than one in a thousand bytes means binary) become
+    U+FFFD, noted with the line of the first: the line they are on is then unreadable, not the file."""
     if not raw.strip():
         raise RecordError(source, None, "empty file")
-    if b"\x00" in raw:
-        raise RecordError(source, None, "binary data (NUL bytes), not a text record")
+    nul = raw.count(b"\x00")
+    if nul > max(8, len(raw) // 1000):
+        raise RecordError(source, None, f"binary data ({nul} NUL bytes), not a text record")
+    text, problems = _decode(raw, source)
+    if nul:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        text = text.replace("\x00", "\ufffd")
+        problems.append((line, f"{nul} NUL byte(s) in the file, replaced (the first on this line)"))
+    return text, problems
+
+
+def _decode(raw: bytes, source) -> tuple[str, list]:
     try:
         return raw.decode("utf-8-sig"), []
     except UnicodeDecodeError:

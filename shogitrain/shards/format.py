@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shogitrain.shogi.vocabulary import move16_from_usi, parse_sfen
+from shogitrain.shogi.vocabulary import HAND_INDEX, OU, PROMOTED_OFFSET, move16_from_usi, parse_sfen
 
 FORMAT_VERSION = 1
 
@@ -59,3 +59,52 @@ def rows_from_sfens(sfens, moves=None) -> np.ndarray:
         if moves is not None:
             rows[i]["move16"] = move16_from_usi(moves[i])
     return rows
+
+
+# Row checks (invalid_rows): what a row that any reader or writer of ours produces always satisfies.
+ROW_PROBLEMS = (
+    "",
+    "a square holds an unknown piece code",
+    "not exactly one king of each side",
+    "side to move is not 0 or 1",
+    "result code is not 0, 1 or 2",
+    "more pieces in hand than the set holds",
+    "move16 is not a board move or a drop",
+    "more pieces of a kind than the set holds",
+)
+_VALID_CODE = np.zeros(256, bool)
+_VALID_CODE[[0, *range(1, 15), *range(17, 31)]] = True
+_SET = np.array([18, 4, 4, 4, 4, 2, 2])  # FU KY KE GI KI KA HI: the pieces of one set, by hand kind
+# hand-kind index (0..6) of each board code's piece, demoted and colour removed; 7 for kings and empty squares
+_KIND_OF_CODE = np.full(256, 7, np.uint8)
+for _code in [*range(1, 15), *range(17, 31)]:
+    _pt = _code & 15
+    if _pt != OU:
+        _KIND_OF_CODE[_code] = HAND_INDEX[_pt - PROMOTED_OFFSET if _pt > OU else _pt]
+del _code, _pt
+
+
+def invalid_rows(rows: np.ndarray, piece_totals: bool = False) -> np.ndarray:
+    """Per row, the index into ROW_PROBLEMS of its first problem (0 = none), vectorised.
+
+    ``piece_totals`` adds the count of each kind over board and both hands (a few times dearer:
+    verification does it, the training batches do not)."""
+    board, hand = rows["board"], rows["hand"]
+    move16 = rows["move16"].astype(np.int64)
+    to, frm = move16 & 0x7F, (move16 >> 7) & 0x7F
+    checks = [
+        ~_VALID_CODE[board].all(axis=1),
+        ((board == 8).sum(axis=1) != 1) | ((board == 24).sum(axis=1) != 1),
+        rows["turn"] > 1,
+        rows["result"] > 2,
+        (hand > _SET).any(axis=(1, 2)),
+        (to >= 81) | (frm > 87) | (frm == to) | ((frm >= 81) & (move16 >= 1 << 14)) | (move16 >= 1 << 15),
+    ]
+    if piece_totals:
+        kinds = _KIND_OF_CODE[board]
+        in_hands = hand.sum(axis=1, dtype=np.int64)
+        checks.append(np.any([(kinds == k).sum(axis=1) + in_hands[:, k] > _SET[k] for k in range(7)], axis=0))
+    problem = np.zeros(len(rows), np.int64)
+    for index, bad in reversed(list(enumerate(checks, start=1))):
+        problem[bad] = index
+    return problem

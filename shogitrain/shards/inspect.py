@@ -24,12 +24,12 @@ def _bar(n: int, total: int, width: int = 30) -> str:
 
 def split_statistics(root, split: str) -> dict:
     data = ShardDataset(root, split)
-    results = np.zeros(3, dtype=np.int64)
+    results = np.zeros(4, dtype=np.int64)  # loss, draw, win, and codes no writer produces
     plies = np.zeros(len(PLY_EDGES) - 1, dtype=np.int64)
     with_eval = 0
     for start in range(0, len(data), CHUNK):
         rows = data.slice(start, start + CHUNK)
-        results += np.bincount(rows["result"], minlength=3)[:3]
+        results += np.bincount(np.minimum(rows["result"], 3), minlength=4)
         plies += np.histogram(rows["ply"], bins=PLY_EDGES)[0]
         with_eval += int((rows["eval"] != EVAL_MISSING).sum())
     return {"positions": len(data), "results": results.tolist(), "plies": plies.tolist(), "with_eval": with_eval}
@@ -43,11 +43,12 @@ def describe(root) -> str:
     for split, info in manifest["splits"].items():
         stats = split_statistics(root, split)
         n = stats["positions"]
-        loss, draw, win = stats["results"]
+        loss, draw, win, invalid = stats["results"]
         lines.append(f"\n[{split}] {info['games']} games, {n} positions in {len(info['shards'])} shards")
         if n == 0:
             continue
-        lines.append(f"  result (side to move): win {win / n:.1%}  draw {draw / n:.1%}  loss {loss / n:.1%}")
+        lines.append(f"  result (side to move): win {win / n:.1%}  draw {draw / n:.1%}  loss {loss / n:.1%}"
+                     + (f"  INVALID {invalid} rows (`shogitrain verify {root}`)" if invalid else ""))
         lines.append(f"  positions with an engine eval: {stats['with_eval'] / n:.1%}")
         lines.append("  ply:")
         labels = [lab for lab, _ in _histogram(np.zeros(0), PLY_EDGES)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE
+from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE, ROW_PROBLEMS, invalid_rows
 
 
 class DatasetError(ValueError):
@@ -24,7 +24,13 @@ def load_manifest(root) -> dict:
     path = Path(root) / "manifest.json"
     if not path.is_file():
         raise DatasetError(f"{root}: not a prepared dataset (no manifest.json; run `shogitrain prepare`)")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: unreadable ({getattr(e, 'msg', None) or e}); the dataset is damaged: "
+                           "prepare it again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
+        raise DatasetError(f"{path}: not a shogitrain manifest (no splits)")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DatasetError(
             f"{path}: format_version {manifest.get('format_version')} is not {FORMAT_VERSION}; prepare the data again"
@@ -38,8 +44,39 @@ def manifest_hash(root) -> str:
 
 def load_games(root) -> list[dict]:
     path = Path(root) / "games.jsonl"
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    games = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    games.append(json.loads(line))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing; the dataset is incomplete: prepare it again") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: unreadable ({e})") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}:{number}: not a JSON line ({e.msg})") from None
+    return games
+
+
+def open_shard(path: Path, recorded: dict) -> np.ndarray:
+    """Memory-map one shard, checked cheaply against the manifest: present, the recorded size,
+    an .npy header of our row layout with the recorded number of rows."""
+    try:
+        size = path.stat().st_size
+        if "bytes" in recorded and size != recorded["bytes"]:
+            raise DatasetError(f"{path}: {size} bytes, the manifest recorded {recorded['bytes']} "
+                               "(truncated or replaced); prepare the dataset again")
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing shard file; prepare the dataset again") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DatasetError(f"{path}: not a readable shard ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if array.dtype != POSITION_DTYPE or array.ndim != 1:
+        raise DatasetError(f"{path}: unexpected row layout {array.dtype}")
+    if len(array) != recorded.get("rows", len(array)):
+        raise DatasetError(f"{path}: {len(array)} rows, the manifest recorded {recorded['rows']}")
+    return array
 
 
 class ShardDataset:
@@ -52,12 +89,8 @@ class ShardDataset:
         if split not in splits:
             raise DatasetError(f"{root}: no split {split!r} (have: {', '.join(sorted(splits))})")
         self.split = split
-        self.shards = []
-        for shard in splits[split]["shards"]:
-            array = np.load(self.root / shard["file"], mmap_mode="r", allow_pickle=False)
-            if array.dtype != POSITION_DTYPE:
-                raise DatasetError(f"{self.root / shard['file']}: unexpected row layout {array.dtype}")
-            self.shards.append(array)
+        self.files = [self.root / shard["file"] for shard in splits[split]["shards"]]
+        self.shards = [open_shard(path, shard) for path, shard in zip(self.files, splits[split]["shards"])]
         lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.length = int(self.offsets[-1])
@@ -66,15 +99,24 @@ class ShardDataset:
         return self.length
 
     def rows(self, indices) -> np.ndarray:
-        """Rows at the given global indices (any order), gathered shard by shard."""
+        """Rows at the given global indices (any order), gathered shard by shard and checked
+        (``invalid_rows``): a bad row is a DatasetError naming its shard file and row."""
         indices = np.asarray(indices, dtype=np.int64)
         if len(self.shards) == 1:
-            return np.asarray(self.shards[0][indices])
-        out = np.empty(len(indices), dtype=POSITION_DTYPE)
-        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
-        for s in np.unique(shard_of):
-            mask = shard_of == s
-            out[mask] = self.shards[s][indices[mask] - self.offsets[s]]
+            out = np.asarray(self.shards[0][indices])
+        else:
+            out = np.empty(len(indices), dtype=POSITION_DTYPE)
+            shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+            for s in np.unique(shard_of):
+                mask = shard_of == s
+                out[mask] = self.shards[s][indices[mask] - self.offsets[s]]
+        problems = invalid_rows(out)
+        if problems.any():
+            bad = int(np.flatnonzero(problems)[0])
+            shard = int(np.searchsorted(self.offsets, indices[bad], side="right") - 1)
+            raise DatasetError(f"{self.files[shard]}: row {int(indices[bad] - self.offsets[shard])}: "
+                               f"{ROW_PROBLEMS[problems[bad]]} (check the dataset with `shogitrain verify "
+                               f"{self.root}`)")
         return out
 
     def slice(self, start: int, stop: int) -> np.ndarray:

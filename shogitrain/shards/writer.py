@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from shogitrain.files import write_error
 from shogitrain.shards.format import POSITION_DTYPE
 
 SHARD_ROWS = 1 << 16  # 65,536 positions ≈ 7 MB per shard file
@@ -14,6 +16,18 @@ SHARD_ROWS = 1 << 16  # 65,536 positions ≈ 7 MB per shard file
 def _as_bytes(rows: np.ndarray) -> np.ndarray:
     rows = np.ascontiguousarray(rows, dtype=POSITION_DTYPE)
     return rows.view(np.uint8).reshape(len(rows), POSITION_DTYPE.itemsize)
+
+
+class _HashingFile:
+    """A binary file that also hashes and counts what is written to it."""
+
+    def __init__(self, f):
+        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(memoryview(data).cast("B"))
+        return self.f.write(data)
 
 
 class ShardWriter:
@@ -47,10 +61,17 @@ class ShardWriter:
     def _flush(self) -> None:
         if self.filled == 0:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
         name = f"shard-{len(self.shards):05d}.npy"
-        np.save(self.dir / name, self.buffer[: self.filled], allow_pickle=False)
-        self.shards.append({"file": f"{self.split}/{name}", "rows": int(self.filled)})
+        path = self.dir / name
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                out = _HashingFile(f)
+                np.save(out, self.buffer[: self.filled], allow_pickle=False)
+        except OSError as e:
+            raise write_error(e, path) from None
+        self.shards.append({"file": f"{self.split}/{name}", "rows": int(self.filled), "bytes": out.size,
+                            "sha256": out.sha256.hexdigest()})
         self.filled = 0
 
     def close(self) -> list[dict]:

@@ -330,6 +330,8 @@ class Position:
         """Play CSA move ``s`` (exactly 7 characters, e.g. ``+7776FU``) and return it in USI.
 
         Raises :class:`IllegalMove` (:class:`BadMove` for unreadable text); the position is then undefined.
+        Long on purpose: every record replays every move through here, so the drop and board-move
+        checks are inlined rather than split into calls.
         """
         t = _MEMO.get(s)
         if t is None:

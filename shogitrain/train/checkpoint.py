@@ -1,11 +1,19 @@
-"""Checkpoints: one dict of tensors and plain values, written atomically, loadable with weights_only=True."""
+"""Checkpoints: one dict of tensors and plain values, written atomically, loadable with weights_only=True.
+
+Each checkpoint carries the sha256 of its own content (every tensor's dtype, shape and bytes, and
+every plain value) under ``"sha256"``; loading recomputes it, so a flipped byte inside a tensor
+is refused instead of trained on.
+"""
 
 from __future__ import annotations
 
-import os
+import hashlib
+import io
 from pathlib import Path
 
 import torch
+
+from shogitrain.files import atomic_write
 
 CHECKPOINT_FORMAT = "shogitrain-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -15,13 +23,47 @@ class CheckpointError(ValueError):
     """A file that is not a shogitrain checkpoint, or one this version cannot use."""
 
 
+def content_digest(state) -> str:
+    """sha256 of a checkpoint's content: tensors by dtype, shape and bytes, other values by repr;
+    dict keys in sorted order. The ``"sha256"`` entry itself is left out."""
+    h = hashlib.sha256()
+
+    def feed(value) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            h.update(b"{")
+            for key in sorted(value, key=repr):
+                if key != "sha256":
+                    h.update(repr(key).encode())
+                    feed(value[key])
+            h.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            h.update(b"[")
+            for item in value:
+                feed(item)
+            h.update(b"]")
+        else:
+            h.update(repr(value).encode())
+
+    feed(state)
+    return h.hexdigest()
+
+
 def save_checkpoint(path, state: dict) -> None:
-    """Write ``state`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``state`` (with its content digest) to ``path`` whole or not at all: serialised in
+    memory first, then written beside ``path`` and renamed over it. A full disk is a WriteError
+    naming the file, and the previous checkpoint stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    state["sha256"] = content_digest(state)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -36,6 +78,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: not a shogitrain checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
+    if "sha256" in state and content_digest(state) != state["sha256"]:
+        raise CheckpointError(f"{path}: corrupt (its content does not match the checksum it was saved with)")
     return state
 
 

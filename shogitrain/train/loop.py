@@ -1,19 +1,22 @@
-"""`shogitrain train`: the experiment runner, one readable function with named helpers.
+"""`shogitrain train`: the run directory, the data, and a short loop around ``train_step``.
 
-Order of one step: features on the device (for the next batches in the prefetch thread on CUDA
-or where a CPU core is free for it, ``train/data.py``) → forward under autocast → dlshogi loss →
-backward (scaled for fp16) → unscale → clip (global norm or AGC, heads excluded by group name) →
-non-finite check (one device sync) → optimizer step (NLCG also gets the all-reduced loss) → LR
-schedule → SWA/EMA update. Every ``eval_interval`` steps a random test sample is scored, and each epoch ends with a full test pass, through the same
-function `shogitrain eval` uses.
+Per step the loop hands a batch (gathered from the memory-mapped shards and encoded on the device,
+ahead of time in the prefetch thread where that does not slow the step, ``train/data.py``) to
+:func:`shogitrain.train.step.train_step`; every ``log_interval`` steps it logs the mean loss terms,
+every ``eval_interval`` steps it scores a random test sample, and each epoch ends with a full test
+pass and a checkpoint. Ctrl-C saves a checkpoint that ``--resume`` continues bit-identically.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
+import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,72 +24,58 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from tqdm import tqdm
 
-from shogitrain.config import Config, config_to_dict, dump_config
-from shogitrain.device import autocast_context, pick_device, retain_freed_memory
-from shogitrain.evaluate import evaluate_dataset
+from shogitrain.config import Config, ConfigError, config_to_dict, dump_config
+from shogitrain.device import autocast_context, pick_device, resolve_amp, retain_freed_memory
 from shogitrain.features import FEATURE_VERSION
-from shogitrain.models import build_model
-from shogitrain.optim import build_optimizer, build_scheduler
-from shogitrain.optim.agc import AGC, select_parameters
+from shogitrain.files import exclusive_lock, remove_stale_temps
 from shogitrain.shards.reader import ShardDataset, manifest_hash
+from shogitrain.train import Interrupted, TrainingError
 from shogitrain.train.checkpoint import load_checkpoint, save_checkpoint
 from shogitrain.train.data import RowPrefetcher, game_min_ratings, make_batch
 from shogitrain.train.distributed import all_reduce_mean, init_distributed, shutdown
-from shogitrain.train.loss import policy_value_loss
+from shogitrain.train.evaluation import evaluate_dataset
 from shogitrain.train.runlog import RunLog, environment, git_state, write_json
+from shogitrain.train.resume import config_changes, may_change, refused_changes
+from shogitrain.train.step import LOSS_NAMES, Run, build_run, build_run_model, build_run_optimizer, train_step
 
-LOSS_TERMS = ("total", "policy_loss", "result_loss", "eval_loss", "entropy")
-LOSS_NAMES = ("loss", "policy_loss", "result_loss", "eval_loss", "policy_entropy")  # as logged
-
-
-class TrainingError(Exception):
-    """A run that cannot go on: bad data, too many non-finite steps, an unusable checkpoint."""
+__all__ = ["TrainingError", "train"]
 
 
 @dataclass
-class TrainState:
-    step: int = 0
-    epoch: int = 0
-    nonfinite_total: int = 0
-    nonfinite_streak: int = 0
-    elapsed_s: float = 0.0  # wall-clock training time over all (resumed) segments, evaluations excluded
-    eval_s: float = 0.0  # wall-clock time spent in evaluations
-    loss_sums: tuple = ()  # loss terms summed since the last train log row (kept across a resume)
-    loss_count: int = 0
+class RunData:
+    """The dataset of a run and the length of its epochs."""
 
+    train: ShardDataset
+    test: ShardDataset
+    min_ratings: np.ndarray  # per game id, the lower of the two players' ratings
+    steps_per_epoch: int
+    total_steps: int
 
-def build_run_model(cfg: Config, device: torch.device) -> nn.Module:
-    m = cfg.model
-    model = build_model(m.arch, blocks=m.blocks, channels=m.channels, fc_units=m.fc_units,
-                        activation=m.activation, **m.options)
-    model = model.to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    @classmethod
+    def open(cls, cfg: Config, world_size: int) -> "RunData":
+        train = ShardDataset(cfg.data.path, cfg.data.train_split)
+        test = ShardDataset(cfg.data.path, cfg.data.test_split)
+        min_ratings = game_min_ratings(cfg.data.path)
+        batch_size = cfg.train.batch_size
+        if batch_size % world_size:
+            raise TrainingError(f"train.batch_size {batch_size} is not divisible by {world_size} ranks")
+        steps_per_epoch = train.steps_per_epoch(batch_size)
+        if len(test) == 0:
+            print(f"warning: {cfg.data.path} has no positions in split {cfg.data.test_split!r}: this run will have "
+                  "no test evaluations", file=sys.stderr)
+        if steps_per_epoch == 0:
+            raise TrainingError(f"{cfg.data.path}: {len(train)} train positions is less than one batch of {batch_size}")
+        return cls(train, test, min_ratings, steps_per_epoch, cfg.train.steps or steps_per_epoch * cfg.train.epochs)
 
-
-def build_run_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
-    return build_optimizer(
-        model, o.name, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay,
-        no_decay_groups=o.no_decay, betas=tuple(o.betas), eps=o.eps,
-        decoupled_weight_decay=o.decoupled_weight_decay, **o.nlcg,
-    )
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
 
 
 def run_name(cfg: Config) -> str:
     return cfg.run.name or f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.model.arch}"
-
-
-def _loss_and_grads_finite(loss: torch.Tensor, params) -> bool:
-    """The loss and every gradient finite, decided with one device sync."""
-    ok = torch.isfinite(loss)
-    grads = [p.grad for p in params if p.grad is not None]
-    if grads:
-        ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
-    return bool(ok)
 
 
 def _encode_in_background(device: torch.device, world_size: int) -> bool:
@@ -107,279 +96,304 @@ def _encode_in_background(device: torch.device, world_size: int) -> bool:
     return cores > torch.get_num_threads() * local_ranks
 
 
-def _step_finite(loss: torch.Tensor, params, total_norm: torch.Tensor | None, check_grads: bool) -> bool:
-    """Whether to take the optimizer step: the loss is finite and (``check_grads``, i.e. no
-    GradScaler doing its own check) every gradient norm is finite — with one device sync.
+class _Clock:
+    """Training wall-clock time (evaluations excluded, kept across resumes) and the positions per
+    second of each log window."""
 
-    With clipping by global norm, ``total_norm`` (clip_grad_norm_'s, of the same parameters)
-    answers for the gradients when it is finite; only a non-finite one falls back to the
-    per-tensor check on the clipped gradients (an overflowing total norm with finite gradients
-    has zeroed them, which steps as before)."""
-    loss = loss.detach()
-    if not check_grads:
-        return bool(torch.isfinite(loss))
-    if total_norm is not None and bool(torch.isfinite(loss) & torch.isfinite(total_norm)):
-        return True
-    return _loss_and_grads_finite(loss, params)
+    def __init__(self, run: Run):
+        self.state = run.state
+        now = time.perf_counter()
+        self.segment_start = now - self.state.elapsed_s - self.state.eval_s  # elapsed = now - start - eval_s
+        self.window_start, self.window_positions, self.window_eval_s = now, 0, self.state.eval_s
+
+    def tick(self, positions: int) -> None:
+        self.window_positions += positions
+        self.state.elapsed_s = time.perf_counter() - self.segment_start - self.state.eval_s
+
+    def close_window(self) -> float:
+        """Positions per second since the last call (evaluations inside the window excluded); call it
+        after a device sync so that the window's work is done."""
+        now = time.perf_counter()
+        self.state.elapsed_s = now - self.segment_start - self.state.eval_s
+        rate = self.window_positions / max(now - self.window_start - (self.state.eval_s - self.window_eval_s), 1e-9)
+        self.window_start, self.window_positions, self.window_eval_s = now, 0, self.state.eval_s
+        return rate
+
+
+class _Trainer:
+    """The loop's view of one run: the run state, its data, directory, log and progress bar."""
+
+    def __init__(self, run: Run, data: RunData, run_dir: Path, log: RunLog, bar):
+        self.run, self.data, self.run_dir, self.log, self.bar = run, data, run_dir, log, bar
+        self.cfg, self.state, self.is_main = run.cfg, run.state, run.dist.is_main
+        self.clock = _Clock(run)
+        self.interrupted = 0  # the number of a signal asking to stop (SIGINT, SIGTERM), else 0
+
+    def save(self) -> None:
+        if self.is_main:
+            save_checkpoint(self.run_dir / "checkpoint.pt",
+                            self.run.checkpoint_state(FEATURE_VERSION, config_to_dict(self.cfg)))
+            self.log.write_csv()
+
+    def evaluate(self, split_name: str, indices=None, model=None) -> None:
+        if len(self.data.test) == 0:  # RunData.open warned about it
+            return
+        start = time.perf_counter()
+        metrics, _ = evaluate_dataset(model or self.run.model, self.data.test, self.run.device,
+                                      batch_size=max(self.cfg.train.batch_size, 256), amp=self.cfg.amp,
+                                      loss_cfg=self.cfg.loss, indices=indices, min_ratings=self.data.min_ratings,
+                                      progress=False)
+        self.state.eval_s += time.perf_counter() - start
+        self.log.log({"step": self.state.step, "epoch": self.state.epoch, "split": split_name,
+                      "time_s": round(self.state.elapsed_s, 3), **metrics})
+
+    def log_train(self) -> None:
+        run, state = self.run, self.state
+        means = (all_reduce_mean(run.loss_sums, run.dist) / max(state.loss_count, 1)).tolist()
+        rate = self.clock.close_window()  # after the sync of tolist(): the device work is done
+        row = {"step": state.step, "epoch": state.epoch, "split": "train", "time_s": round(state.elapsed_s, 3),
+               **dict(zip(LOSS_NAMES, means)), "lr": run.optimizer.param_groups[0]["lr"],
+               "positions_per_s": round(rate, 1), "nonfinite_steps": state.nonfinite_total}
+        self.log.log(row)
+        self.bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{row['lr']:.3g}", pos_s=f"{rate:.0f}")
+        run.loss_sums.zero_()
+        state.loss_count = 0
+
+    def after_step(self) -> None:
+        """Logging, the periodic test sample and checkpoint, and Ctrl-C, after each step."""
+        cfg, state, total = self.cfg, self.state, self.data.total_steps
+        self.clock.tick(cfg.train.batch_size)
+        self.bar.update(1)
+        if state.step % cfg.train.log_interval == 0 or state.step == total:
+            self.log_train()
+        if cfg.train.eval_interval and state.step % cfg.train.eval_interval == 0 and self.is_main:
+            rng = np.random.default_rng([cfg.train.seed, state.step])
+            size = min(cfg.train.eval_sample, len(self.data.test))
+            self.evaluate("test_sample", np.sort(rng.choice(len(self.data.test), size=size, replace=False)))
+        if cfg.train.checkpoint_interval and state.step % cfg.train.checkpoint_interval == 0:
+            self.save()
+        if self.interrupted:
+            raise Interrupted(self.interrupted)
+
+    def epoch(self, epoch: int, encode_ahead: bool) -> None:
+        """The rest of ``epoch`` (all of it, or what a resumed run has not done yet)."""
+        run, cfg, state, data = self.run, self.cfg, self.state, self.data
+        state.epoch = epoch
+        done = state.step - epoch * data.steps_per_epoch  # batches of this epoch already trained (resume)
+        index_batches = itertools.islice(
+            data.train.batch_indices(cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch, rank=run.dist.rank,
+                                     world_size=run.dist.world_size, shuffle=cfg.data.shuffle),
+            done, data.steps_per_epoch)
+
+        def load_batch(rows):
+            return make_batch(rows, run.device, data.min_ratings)
+
+        # Rows are gathered in the prefetch thread; where it does not take a core from the step, they
+        # are also copied and encoded there (make_batch) while this step trains.
+        prefetcher = RowPrefetcher(data.train, index_batches, depth=cfg.data.prefetch,
+                                   transform=load_batch if encode_ahead else None,
+                                   intra_op_threads=1 if run.device.type == "cpu" else None,
+                                   cuda_device=run.device if run.device.type == "cuda" else None)
+        try:
+            for item in prefetcher:
+                train_step(run, item if encode_ahead else load_batch(item))
+                self.after_step()
+                if state.step >= data.total_steps:
+                    break
+        finally:
+            prefetcher.close()
+        if cfg.schedule.unit == "epoch":
+            run.scheduler.step()
+        if (state.step % data.steps_per_epoch == 0 or state.step >= data.total_steps) \
+                and cfg.train.eval_full_each_epoch and self.is_main:
+            self.evaluate("test")
+        self.save()
+
+    def finish_averaging(self) -> None:
+        """SWA/EMA: recompute the average's BatchNorm statistics, score it, save it as final."""
+        run = self.run
+        if run.averaged is None:
+            return
+        if self.cfg.swa.update_bn:
+            from shogitrain.train.init import recompute_bn_statistics
+
+            recompute_bn_statistics(run.averaged.module, self.data.train, run.device, self.cfg.train.batch_size,
+                                    self.cfg.train.seed)
+        run.averaged_final = True
+        if self.is_main:
+            self.evaluate("test_averaged", model=run.averaged.module)
+            self.save()
+
+
+def _check_buildable(cfg: Config, device: torch.device) -> None:
+    """Build the model and optimizer on the meta device and open the autocast context: a bad model
+    or optimizer option is a ConfigError, a precision the device lacks a DeviceError — before
+    anything is written."""
+    autocast_context(cfg.amp, device)
+    meta = torch.device("meta")
+    with meta:
+        try:
+            model = build_run_model(cfg, meta)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"model: {e}") from None
+        try:
+            build_run_optimizer(cfg, model)
+        except TypeError as e:  # an option the optimizer does not take
+            raise ConfigError(f"optim.{cfg.optim.name}: {e}") from None
+        except ValueError as e:
+            raise ConfigError(f"optim: {e}") from None
+
+
+def _resolved(cfg: Config, device: torch.device) -> Config:
+    """A copy of ``cfg`` with the automatic choices made for ``device`` and noted in defaults_from."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.amp == "auto":
+        cfg.amp = resolve_amp(cfg.amp, device)
+        cfg.defaults_from["amp"] = f"auto: {cfg.amp} on {device.type}"
+    return cfg
+
+
+def _verify_data(root) -> None:
+    from shogitrain.shards.verify import verify_dataset
+
+    problems, _ = verify_dataset(root)
+    if problems:
+        more = f" (and {len(problems) - 1} more; `shogitrain verify {root}` lists them)" if len(problems) > 1 else ""
+        raise TrainingError(f"{problems[0]}{more}")
+
+
+def _checkpoint_to_resume(run_dir: Path, resume: bool) -> dict | None:
+    """The checkpoint to continue from, or None to start at step 0. A run directory that holds no
+    checkpoint (its run stopped before the first save) starts over, with or without --resume."""
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.is_file():
+        if resume:
+            return load_checkpoint(ckpt_path)
+        raise TrainingError(f"{run_dir}: a run with this name exists (use --resume or another run.name)")
+    if (run_dir / "metrics.jsonl").exists():
+        print(f"{run_dir}: no checkpoint was saved (the run stopped before its first one): starting over",
+              file=sys.stderr)
+    elif resume:
+        print(f"{run_dir}: nothing to resume yet: starting at step 0", file=sys.stderr)
+    return None
+
+
+def _allowed_resume_changes(cfg: Config, checkpoint: dict, run_dir: Path) -> dict:
+    """The config changes a resume may make (they are recorded); refuse the others, and other data."""
+    changes = config_changes(checkpoint.get("config", {}), config_to_dict(cfg))
+    refused = refused_changes(changes)
+    if refused:
+        raise TrainingError(f"{run_dir}: --resume with a changed config: {'; '.join(refused)} "
+                            "(only the length, logging, evaluation and checkpoint intervals may change)")
+    info_path = run_dir / "run.json"
+    trained_on = json.loads(info_path.read_text()).get("data_manifest_sha256") if info_path.is_file() else None
+    now = manifest_hash(cfg.data.path)
+    if trained_on and trained_on != now:
+        raise TrainingError(f"{run_dir}: --resume with other data: {cfg.data.path} is not the dataset this run "
+                            f"trained on (manifest sha256 {trained_on[:12]}… → {now[:12]}…)")
+    return {key: list(change) for key, change in changes.items() if may_change(key)}
+
+
+def _write_provenance(run: Run, run_dir: Path, data: RunData, resume_changes: dict | None) -> None:
+    """config.yaml, and run.json: a new one for a new run; a resumed run's gets the resume appended."""
+    cfg = run.cfg
+    dump_config(cfg, run_dir / "config.yaml")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if resume_changes is not None and (run_dir / "run.json").is_file():
+        info = json.loads((run_dir / "run.json").read_text())
+        info["resumed"] = True
+        info["steps"] = data.total_steps
+        info.setdefault("resumes", []).append({"step": run.state.step, "at": now, "changes": resume_changes})
+        write_json(run_dir / "run.json", info)
+        return
+    write_json(run_dir / "run.json", {
+        "name": run_dir.name, "git": git_state(), "data": str(cfg.data.path),
+        "data_manifest_sha256": manifest_hash(cfg.data.path), "environment": environment(),
+        "seed": cfg.train.seed, "world_size": run.dist.world_size, "device": str(run.device),
+        "parameters": sum(p.numel() for p in run.model.parameters() if p.requires_grad),
+        "train_positions": len(data.train), "test_positions": len(data.test),
+        "steps": data.total_steps, "steps_per_epoch": data.steps_per_epoch,
+        "started": now, "resumed": resume_changes is not None,
+    })
+
+
+def _record_end(run: Run, run_dir: Path) -> None:
+    path = run_dir / "run.json"
+    if run.dist.is_main and path.exists():
+        state = run.state
+        info = json.loads(path.read_text())
+        info.update({"finished_step": state.step, "wall_clock_s": round(state.elapsed_s, 3),
+                     "eval_s": round(state.eval_s, 3), "nonfinite_steps": state.nonfinite_total,
+                     "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        write_json(path, info)
 
 
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
-    """Train one run described by ``cfg``; returns the run directory."""
-    from tqdm import tqdm
+    """Train one run described by ``cfg``; returns the run directory.
 
+    Everything that can be checked is checked before the run directory is touched: the config
+    builds, the device supports it, the dataset opens (and, unless ``data.verify`` is off, matches
+    its checksums). One process at a time writes a run directory (``RUN_DIR/.lock``)."""
     if not cfg.data.path:
         raise TrainingError("no dataset: give --data DIR (or data.path in the config)")
     device_kind = cfg.train.device if cfg.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dist_info = init_distributed(device_kind)
-    device = pick_device(cfg.train.device, dist_info.local_rank)
+    dist = init_distributed(device_kind)
+    device = pick_device(cfg.train.device, dist.local_rank)
+    cfg = _resolved(cfg, device)
+    _check_buildable(cfg, device)
+    data = RunData.open(cfg, dist.world_size)
+    if cfg.data.verify:
+        _verify_data(cfg.data.path)
     if device.type == "cpu":
         retain_freed_memory()
     run_dir = Path(cfg.run.dir) / run_name(cfg)
-    ckpt_path = run_dir / "checkpoint.pt"
-    checkpoint = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise TrainingError(f"{ckpt_path}: nothing to resume")
-        checkpoint = load_checkpoint(ckpt_path)
-    elif dist_info.is_main and (run_dir / "metrics.jsonl").exists():
-        raise TrainingError(f"{run_dir}: a run with this name exists (use --resume or another run.name)")
+    lock = exclusive_lock(run_dir / ".lock", f"run directory {run_dir}") if dist.is_main else contextlib.nullcontext()
+    with lock:
+        for stale in remove_stale_temps(run_dir, ".*.tmp-*") if dist.is_main else ():
+            print(f"removed {stale}, left by a process that no longer runs", file=sys.stderr)
+        return _train(cfg, dist, device, data, run_dir, resume, progress)
 
+
+def _train(cfg: Config, dist, device: torch.device, data: RunData, run_dir: Path, resume: bool,
+           progress: bool) -> Path:
+    checkpoint = _checkpoint_to_resume(run_dir, resume)
+    resume_changes = _allowed_resume_changes(cfg, checkpoint, run_dir) if checkpoint else None
     torch.manual_seed(cfg.train.seed)
-    train_data = ShardDataset(cfg.data.path, cfg.data.train_split)
-    test_data = ShardDataset(cfg.data.path, cfg.data.test_split)
-    min_ratings = game_min_ratings(cfg.data.path)
-    batch_size = cfg.train.batch_size
-    if batch_size % dist_info.world_size:
-        raise TrainingError(f"train.batch_size {batch_size} is not divisible by {dist_info.world_size} ranks")
-    steps_per_epoch = train_data.steps_per_epoch(batch_size)
-    if steps_per_epoch == 0:
-        raise TrainingError(f"{cfg.data.path}: {len(train_data)} train positions is less than one batch of {batch_size}")
-    total_steps = cfg.train.steps or steps_per_epoch * cfg.train.epochs
-    epochs = math.ceil(total_steps / steps_per_epoch)
-
     model = build_run_model(cfg, device)
     if cfg.init.method == "gradinit" and checkpoint is None:
         from shogitrain.train.init import run_gradinit
 
-        run_gradinit(model, cfg, train_data, min_ratings, device, run_dir if dist_info.is_main else None)
-    if dist_info.enabled and cfg.train.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    named = list(model.named_parameters())
-    optimizer = build_run_optimizer(cfg, model)
-    sched_total = total_steps if cfg.schedule.unit == "step" else epochs
-    scheduler = build_scheduler(optimizer, cfg.schedule.name, total_steps=sched_total,
-                                warmup_steps=cfg.schedule.warmup_steps, step_size=cfg.schedule.step_size,
-                                gamma=cfg.schedule.gamma, min_lr=cfg.schedule.min_lr)
-    clip_params = [p for _, p in named]
-    agc = None
-    if cfg.clip.mode == "agc":
-        agc = AGC([p for _, p in select_parameters(model, cfg.clip.agc_exclude)],
-                  clipping=cfg.clip.agc_clipping, eps=cfg.clip.agc_eps)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-    averaged = None
-    if cfg.swa.mode != "off":
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        run_gradinit(model, cfg, data.train, data.min_ratings, device, run_dir if dist.is_main else None)
+    run = build_run(cfg, device, dist, model, data.total_steps, data.epochs, checkpoint)
+    log = RunLog(run_dir, enabled=dist.is_main, resume_step=run.state.step if checkpoint else None)
+    if dist.is_main:
+        _write_provenance(run, run_dir, data, resume_changes)
 
-        averaged = AveragedModel(
-            model, multi_avg_fn=get_ema_multi_avg_fn(cfg.swa.ema_decay) if cfg.swa.mode == "ema" else None
-        )
-
-    averaged_final = False   # the average's BatchNorm statistics match its weights (end of run)
-    state = TrainState()
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        if averaged is not None and checkpoint.get("averaged") is not None:
-            averaged.load_state_dict(checkpoint["averaged"])
-        state = TrainState(**checkpoint["train_state"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-
-    train_model: nn.Module = model
-    if dist_info.enabled:
-        # nf-blog's conv1 never receives a gradient (the published branch discards it).
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.model.arch == "nf-blog")
-    if cfg.train.compile:
-        train_model = torch.compile(train_model)
-
-    log = RunLog(run_dir, enabled=dist_info.is_main, resume_step=state.step if checkpoint else None)
-    if dist_info.is_main:
-        dump_config(cfg, run_dir / "config.yaml")
-        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        write_json(run_dir / "run.json", {
-            "name": run_dir.name, "git": git_state(), "data": str(cfg.data.path),
-            "data_manifest_sha256": manifest_hash(cfg.data.path), "environment": environment(),
-            "seed": cfg.train.seed, "world_size": dist_info.world_size, "device": str(device),
-            "parameters": n_params, "train_positions": len(train_data), "test_positions": len(test_data),
-            "steps": total_steps, "steps_per_epoch": steps_per_epoch,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resumed": checkpoint is not None,
-        })
-
-    def checkpoint_state() -> dict:
-        return {
-            "feature_version": FEATURE_VERSION, "model_config": model.config, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "averaged": averaged.state_dict() if averaged is not None else None,
-            "averaged_final": averaged_final,
-            "train_state": vars(state) | {"loss_sums": tuple(sums.tolist()), "loss_count": sums_count},
-            "rng": {"torch": torch.get_rng_state()},
-            "config": config_to_dict(cfg),
-        }
-
-    def save() -> None:
-        if dist_info.is_main:
-            save_checkpoint(ckpt_path, checkpoint_state())
-            log.write_csv()
-
-    def evaluate(split_name: str, indices=None, eval_model=None) -> dict:
-        eval_start = time.perf_counter()
-        metrics, _ = evaluate_dataset(eval_model or model, test_data, device, batch_size=max(batch_size, 256),
-                                      amp=cfg.amp, loss_cfg=cfg.loss, indices=indices, min_ratings=min_ratings,
-                                      progress=False)
-        row = {"step": state.step, "epoch": state.epoch, "split": split_name,
-               "time_s": round(state.elapsed_s, 3), **metrics}
-        state.eval_s += time.perf_counter() - eval_start
-        log.log(row)
-        return metrics
-
-    interrupted = {"flag": False}
-
-    def on_sigint(signum, frame):
-        interrupted["flag"] = True
-
-    previous_handler = signal.signal(signal.SIGINT, on_sigint) if dist_info.is_main else None
-    bar = tqdm(total=total_steps, initial=state.step, disable=not (progress and dist_info.is_main),
+    bar = tqdm(total=data.total_steps, initial=run.state.step, disable=not (progress and dist.is_main),
                unit="step", dynamic_ncols=True, desc=run_dir.name)
-    sums = torch.tensor(state.loss_sums or [0.0] * len(LOSS_TERMS), dtype=torch.float64, device=device)
-    sums_count = state.loss_count
-    window_start, window_positions, window_eval_s = time.perf_counter(), 0, state.eval_s
-    segment_start = time.perf_counter() - state.elapsed_s - state.eval_s  # elapsed = now - start - eval_s
-    encode_ahead = _encode_in_background(device, dist_info.world_size)
+    trainer = _Trainer(run, data, run_dir, log, bar)
 
-    def load_batch(rows):
-        return make_batch(rows, device, min_ratings)
+    def on_signal(signum, frame):
+        trainer.interrupted = signum
 
+    handled = (signal.SIGINT, signal.SIGTERM) if dist.is_main else ()
+    previous = {signum: signal.signal(signum, on_signal) for signum in handled}
+    encode_ahead = _encode_in_background(device, dist.world_size)
     try:
-        while state.step < total_steps:
-            epoch = state.step // steps_per_epoch
-            state.epoch = epoch
-            first = state.step - epoch * steps_per_epoch  # batches of this epoch already done (resume)
-            index_batches = itertools.islice(
-                train_data.batch_indices(batch_size, seed=cfg.train.seed, epoch=epoch, rank=dist_info.rank,
-                                         world_size=dist_info.world_size, shuffle=cfg.data.shuffle),
-                first, steps_per_epoch)
-            # Rows are gathered in the prefetch thread; where it does not take a core from the
-            # step, they are also copied and encoded there (make_batch), while this step trains.
-            prefetcher = RowPrefetcher(train_data, index_batches, depth=cfg.data.prefetch,
-                                       transform=load_batch if encode_ahead else None,
-                                       intra_op_threads=1 if device.type == "cpu" else None,
-                                       cuda_device=device if device.type == "cuda" else None)
-            for item in prefetcher:
-                batch = item if encode_ahead else load_batch(item)
-                train_model.train()
-                with autocast_context(cfg.amp, device):
-                    policy_logits, value_logit = train_model(batch.x1, batch.x2)
-                    terms = policy_value_loss(policy_logits.float(), value_logit.float(), batch.labels,
-                                              batch.result, batch.eval, batch.has_eval, cfg.loss)
-                loss = terms.total
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                total_norm = None
-                if cfg.clip.mode == "norm":
-                    total_norm = torch.nn.utils.clip_grad_norm_(clip_params, cfg.clip.max_norm)
-                elif agc is not None:
-                    agc()
-                finite = _step_finite(loss, clip_params, total_norm, check_grads=not scaler.is_enabled())
-                if finite:
-                    if cfg.optim.name == "nlcg":
-                        scaler.step(optimizer, loss=float(all_reduce_mean(loss.detach(), dist_info)))
-                    else:
-                        scaler.step(optimizer)
-                    scaler.update()
-                    state.nonfinite_streak = 0
-                    sums += torch.stack([getattr(terms, k).detach().double() for k in LOSS_TERMS])
-                    sums_count += 1
-                else:
-                    state.nonfinite_total += 1
-                    state.nonfinite_streak += 1
-                    scaler.update()  # resets the unscale_ bookkeeping; an inf lowers the scale
-                    if state.nonfinite_streak >= cfg.train.max_nonfinite:
-                        raise TrainingError(
-                            f"{state.nonfinite_streak} consecutive steps with a non-finite loss or gradient at step "
-                            f"{state.step}; lower optim.lr, enable clipping, or use --amp off")
-                if cfg.schedule.unit == "step":
-                    scheduler.step()
-                if averaged is not None and state.step >= cfg.swa.start_step and state.step % cfg.swa.interval == 0:
-                    averaged.update_parameters(model)
-                state.step += 1
-                window_positions += batch_size
-                state.elapsed_s = time.perf_counter() - segment_start - state.eval_s
-                bar.update(1)
-
-                if state.step % cfg.train.log_interval == 0 or state.step == total_steps:
-                    means = (all_reduce_mean(sums, dist_info) / max(sums_count, 1)).tolist()
-                    now = time.perf_counter()  # after the sync of tolist(): the device work is done
-                    state.elapsed_s = now - segment_start - state.eval_s
-                    row = {"step": state.step, "epoch": epoch, "split": "train", "time_s": round(state.elapsed_s, 3),
-                           **dict(zip(LOSS_NAMES, means)), "lr": optimizer.param_groups[0]["lr"],
-                           "positions_per_s": round(  # evaluations inside the window excluded
-                               window_positions / max(now - window_start - (state.eval_s - window_eval_s), 1e-9), 1),
-                           "nonfinite_steps": state.nonfinite_total}
-                    log.log(row)
-                    bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{row['lr']:.3g}",
-                                    pos_s=f"{row['positions_per_s']:.0f}")
-                    sums.zero_()
-                    sums_count = 0
-                    window_start, window_positions, window_eval_s = now, 0, state.eval_s
-                if cfg.train.eval_interval and state.step % cfg.train.eval_interval == 0 and dist_info.is_main:
-                    rng = np.random.default_rng([cfg.train.seed, state.step])
-                    sample = np.sort(rng.choice(len(test_data), size=min(cfg.train.eval_sample, len(test_data)),
-                                                replace=False))
-                    evaluate("test_sample", sample)
-                if cfg.train.checkpoint_interval and state.step % cfg.train.checkpoint_interval == 0:
-                    save()
-                if interrupted["flag"]:
-                    raise KeyboardInterrupt
-                if state.step >= total_steps:
-                    break
-            prefetcher.close()
-            if cfg.schedule.unit == "epoch":
-                scheduler.step()
-            epoch_done = state.step % steps_per_epoch == 0 or state.step >= total_steps
-            if epoch_done and cfg.train.eval_full_each_epoch and dist_info.is_main:
-                evaluate("test")
-            save()
-        if averaged is not None:
-            from shogitrain.train.init import recompute_bn_statistics
-
-            if cfg.swa.update_bn:
-                recompute_bn_statistics(averaged.module, train_data, device, batch_size, cfg.train.seed)
-            averaged_final = True
-            if dist_info.is_main:
-                evaluate("test_averaged", eval_model=averaged.module)
-                save()
+        while run.state.step < data.total_steps:
+            trainer.epoch(run.state.step // data.steps_per_epoch, encode_ahead)
+        trainer.finish_averaging()
     except KeyboardInterrupt:
-        save()
-        if dist_info.is_main:
-            bar.write(f"interrupted at step {state.step}: checkpoint saved to {ckpt_path}; continue with --resume")
+        trainer.save()
+        if dist.is_main:
+            bar.write(f"interrupted at step {run.state.step}: checkpoint saved to {run_dir / 'checkpoint.pt'}; "
+                      "continue with --resume")
         raise
     finally:
         bar.close()
         log.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
-        if dist_info.is_main and (run_dir / "run.json").exists():
-            import json
-
-            info = json.loads((run_dir / "run.json").read_text())
-            info.update({"finished_step": state.step, "wall_clock_s": round(state.elapsed_s, 3),
-                         "eval_s": round(state.eval_s, 3),
-                         "nonfinite_steps": state.nonfinite_total,
-                         "ended": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-            write_json(run_dir / "run.json", info)
-        shutdown(dist_info)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _record_end(run, run_dir)
+        shutdown(dist)
     return run_dir

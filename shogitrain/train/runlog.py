@@ -1,10 +1,14 @@
-"""The run directory's records: run.json (provenance), metrics.jsonl / metrics.csv, TensorBoard events."""
+"""The run directory's records: run.json (provenance), metrics.jsonl / metrics.csv, TensorBoard events.
+
+metrics.jsonl is strict JSON, one row a line (a non-finite value is written as null). A run killed
+while appending a row leaves a torn last line: readers skip it, and a resumed run drops it (and
+says so) before it logs on.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -13,6 +17,11 @@ from pathlib import Path
 import torch
 
 from shogitrain import __version__
+from shogitrain.files import atomic_write, strict_json, write_error
+
+
+class MetricsError(ValueError):
+    """A metrics.jsonl row that is not a JSON object (other than a torn last line); names file:line."""
 
 
 def git_state(cwd=None) -> dict:
@@ -42,11 +51,32 @@ def environment() -> dict:
 
 
 def read_metrics(run_dir) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
+    """The rows of ``run_dir/metrics.jsonl`` ([] when there is none); a torn last line is skipped."""
+    return read_rows(Path(run_dir) / "metrics.jsonl")[0]
+
+
+def read_rows(path: Path) -> tuple[list[dict], bool]:
+    """(rows, whether a torn last line was skipped) of a metrics file."""
     if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not line.endswith("\n"):
+                return rows, True  # written up to a crash
+            raise MetricsError(f"{path}:{number}: not a JSON row ({e.msg})") from None
+        if not isinstance(row, dict) or "step" not in row:
+            raise MetricsError(f"{path}:{number}: a metrics row is an object with a 'step'")
+        rows.append(row)
+    return rows, False
+
+
 
 
 class RunLog:
@@ -62,8 +92,10 @@ class RunLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None:
             # Keep what was logged up to the checkpoint; later rows are produced again.
-            rows = [r for r in read_metrics(self.dir) if r["step"] <= resume_step]
-            self._rewrite(rows)
+            rows, torn = read_rows(self.path)
+            if torn:
+                print(f"{self.path}: dropped a torn last line (the run stopped while writing it)", file=sys.stderr)
+            self._rewrite([r for r in rows if r["step"] <= resume_step])
         elif self.path.exists():
             self.path.unlink()
         try:
@@ -74,17 +106,19 @@ class RunLog:
             self.tb = None
 
     def _rewrite(self, rows: list[dict]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(self.path) as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
-        os.replace(tmp, self.path)
 
     def log(self, row: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        row = strict_json(row)
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, allow_nan=False) + "\n")
+        except OSError as e:
+            raise write_error(e, self.path) from None
         if self.tb is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch"):
@@ -97,12 +131,10 @@ class RunLog:
         columns: list[str] = []
         for row in rows:
             columns.extend(k for k in row if k not in columns)
-        tmp = self.dir / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_write(self.dir / "metrics.csv", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.dir / "metrics.csv")
 
     def close(self) -> None:
         self.write_csv()
@@ -111,7 +143,6 @@ class RunLog:
 
 
 def write_json(path, data: dict) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    """``data`` as indented JSON, written whole or not at all."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(data, indent=1, ensure_ascii=False) + "\n")

@@ -1,0 +1,43 @@
+"""One pass of a model over (part of) a split: batches from the shards, metrics accumulated.
+
+Used by `shogitrain eval` and by the training loop's periodic and end-of-epoch evaluations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from shogitrain.device import autocast_context
+from shogitrain.names import EVAL_SCALE, VALUE_LAMBDA
+from shogitrain.train.data import RowPrefetcher, make_batch
+from shogitrain.train.metrics import MetricAccumulator
+
+__all__ = ["evaluate_dataset"]
+
+
+@torch.no_grad()
+def evaluate_dataset(model, dataset, device, *, batch_size: int = 1024, amp: str = "off", loss_cfg=None,
+                     indices=None, min_ratings=None, progress: bool = True) -> tuple[dict, dict]:
+    """Metrics of ``model`` over ``dataset`` rows (all, or ``indices``): (overall, stratified).
+
+    Used by `shogitrain eval` and by the training loop's periodic and end-of-epoch evaluation.
+    """
+    acc = MetricAccumulator(value_lambda=loss_cfg.value_lambda if loss_cfg else VALUE_LAMBDA,
+                            eval_scale=loss_cfg.eval_scale if loss_cfg else EVAL_SCALE)
+    order = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    was_training = model.training
+    model.eval()
+    try:
+        for rows in tqdm(RowPrefetcher(dataset, chunks), total=len(chunks), disable=not progress, unit="batch",
+                         desc=f"eval {dataset.split}", dynamic_ncols=True):
+            batch = make_batch(rows, device, min_ratings)
+            with autocast_context(amp, device):
+                policy_logits, value_logit = model(batch.x1, batch.x2)
+            acc.update(policy_logits.float(), value_logit.float(), batch.labels, batch.result, batch.eval,
+                       batch.has_eval, batch.ply, batch.min_rating)
+    finally:
+        model.train(was_training)
+    return acc.result(), acc.stratified()

@@ -2,7 +2,7 @@
 
 A run is described by one :class:`Config`: a tree of dataclass sections (``model``, ``optim``,
 ``schedule``, ``clip``, ``init``, ``loss``, ``train``, ``swa``, ``data``, ``run``) plus the scalar
-``amp``. The defaults are the dlshogi BN run of the NF note (blog-experiment.md): 10×192 ResNet,
+``amp``. The defaults are the dlshogi BN run of the NF note (docs/experiment-2021.md): 10×192 ResNet,
 Nesterov SGD lr 0.1, wd 1e-4, batch 1024, fp16 AMP, eval every 1000 steps on 640 test positions.
 
 Loading::
@@ -150,7 +150,7 @@ class ClipConfig:
 
 @dataclass
 class GradInitConfig:
-    """GradInit options (algorithms.md §3; launch-script defaults of zhuchen03/gradinit)."""
+    """GradInit options (docs/algorithms.md, "GradInit"; launch-script defaults of zhuchen03/gradinit)."""
 
     # the first step simulated: SGD (L2) or Adam (sign, L1); 'auto' follows optim.name (adam/adamw →
     # adam; sgd, radam — whose first steps are SGD-like — and nlcg → sgd)

@@ -473,8 +473,8 @@ def _label_table() -> np.ndarray:
                 if frm >= 81:
                     # cshogi 1.1.0 numbers drops by piece type (FU KY KE GI KA HI KI -> 20 … 26),
                     # i.e. the move16 drop code itself: G*5b is 26, B*5b 24, R*5b 25
-                    # (docs/features-spec.md lists hand order, which disagrees with cshogi for
-                    # KI/KA/HI; the tests pin cshogi's numbering)
+                    # (docs/features-spec.md, "Move labels": not the hand order of features2;
+                    # the tests pin cshogi's numbering)
                     direction = 20 + frm - 81
                 else:
                     direction = _direction(80 - frm if turn else frm, t)

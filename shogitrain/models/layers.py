@@ -3,7 +3,8 @@
 * ``ACTIVATION_GAMMAS`` / ``GammaAct`` — an activation multiplied by γ = 1/std(act(z)), z ~ N(0,1),
   so that Var(γ·act(z)) ≈ 1 (NF-ResNets, arXiv 2101.08692). The constants are the published
   Monte-Carlo values (DeepMind ``nfnets/base.py``, timm ``nfnet.py``), kept for parity with the
-  references; they are about 0.06 % high for relu/silu (see docs/algorithms.md §1.2).
+  references; they are about 0.06 % high for relu/silu (see docs/algorithms.md, "Activation gains
+  (γ)").
 * ``ScaledStdConv2d`` — a conv whose kernel is standardised per output channel before use
   (Scaled Weight Standardisation). Two forms, selected by ``std_form``:
 

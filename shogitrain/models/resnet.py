@@ -36,17 +36,18 @@ All variants share one layout (module names are part of the checkpoint format)::
   conv2(x). ``blog_skip_gain=False`` drops the scalar (the commit before 62d7f7e). Plain act after
   the blocks and in the value head. 7,347,340 parameters with the defaults.
 
-Stem standardisation ('nf'). The stem sees sparse binary planes with different per-plane means, so
-a WS conv does not give unit variance there (docs/algorithms.md §1.4). The stem output goes through
-``y·scale + shift`` with per-channel buffers. By default ``scale = NF_STEM_SCALE`` and ``shift = 0``:
-a fixed constant measured once for this package: ``1/sqrt(E[y²])`` of the summed stem output of a
-freshly initialised net, averaged over channels and over real positions (floodgate opening lines
-and self-play games from shared/data, 600 positions encoded with cshogi's dlshogi features, mean
-plane density ≈ 0.05): 2.77–2.84 over six seeds — stable because every standardised WS row has unit
-norm whatever the random weights. ``model.calibrate_stem(x1, x2)`` instead measures this net's own
-per-channel mean and std on a batch of real positions and sets ``shift = −mean/std``,
-``scale = 1/std`` — call it once at initialisation, before training; the buffers are then fixed
-(saved in the state dict, never touched by training).
+Stem standardisation ('nf'). The stem sees sparse binary planes with different per-plane means, so a
+WS conv does not give unit variance there (docs/algorithms.md, "Stem standardisation"). The stem
+output goes through ``y·scale + shift`` with per-channel buffers. By default ``scale =
+NF_STEM_SCALE`` and ``shift = 0``: a fixed constant measured once for this package:
+``1/sqrt(E[y²])`` of the summed stem output of a freshly initialised net, averaged over channels and
+over real positions (floodgate opening lines and self-play games of data/, 600 positions encoded
+with cshogi's dlshogi features, mean plane density ≈ 0.05): 2.77–2.84 over six seeds — stable
+because every standardised WS row has unit norm whatever the random weights.
+``model.calibrate_stem(x1, x2)`` instead measures this net's own per-channel mean and std on a batch
+of real positions and sets ``shift = −mean/std``, ``scale = 1/std`` — call it once at
+initialisation, before training; the buffers are then fixed (saved in the state dict, never touched
+by training).
 
 Inference: ``model.fused()`` returns an eval-mode copy with BN folded into the preceding convs, WS
 convs replaced by plain convs with the standardised kernels, γ folded into the following

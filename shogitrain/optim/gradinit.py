@@ -5,7 +5,7 @@ Each selected tensor θ_j gets a scalar α_j (start 1) and θ_j = α_j·θ0_j. G
     min_α  L(S̃; θ − η·A[g(S; θ)]) / η    s.t.  ‖g(S; θ)‖_p ≤ γ,   α_j ≥ min_scale_j
 
 with A[g] the first step of the training optimizer: g/‖g‖₂ (SGD, ``normalize_grad``) or g, p = 2;
-sign(g) for Adam, p = 1. Per iteration (algorithms.md §3.2):
+sign(g) for Adam, p = 1. Per iteration (docs/algorithms.md, "GradInit"):
 
 1. S = two fresh half-batches h1 + h2; L(S) and g = ∂L/∂θ with ``create_graph=True``.
 2. If ‖g‖_p > γ: a *constraint* step on α descending ‖g‖_p (no objective step).

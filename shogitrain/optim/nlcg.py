@@ -1,8 +1,8 @@
 """Stochastic preconditioned nonlinear conjugate gradient (NLCG), after apple/ml-ncg.
 
 Adya, Palakkode, Tuzel, arXiv 1812.02886; official TF1 code ``apple/ml-ncg``
-(``ncg_core_tfop.py``). docs/algorithms.md §5 has the reference notes; this module is the PyTorch
-design of §5.5. One step, with g the (all-reduced) gradient and k the step index (0 first):
+(``ncg_core_tfop.py``). docs/algorithms.md, section "NLCG", describes it; this module is its PyTorch
+form. One step, with g the (all-reduced) gradient and k the step index (0 first):
 
 0. **Gradient.** ``g ← grad + wd·θ`` per param group (L2, as the reference's loss term; the
    ``decoupled_weight_decay`` option instead shrinks ``θ ← θ·(1 − lr·wd)`` outside the CG recursion).
@@ -20,7 +20,7 @@ design of §5.5. One step, with g the (all-reduced) gradient and k the step inde
 3. **β** (:func:`cg_beta`). Reference semantics (``get_dir``): the numerator is
    ``rᵀz`` (FR) or ``rᵀz − rᵀz_old`` (PR, preconditioned, *current* r against the stored z_old), and it
    is divided **once** by ``ρ_old + 1e-8``; then ``β = clamp(β, 0, 1)``. So PR is PR+ capped at 1 and
-   FR is capped at 1 too. (algorithms.md §5.2 step 3 can be read as dividing by ρ_old twice — the code
+   FR is capped at 1 too. (The reference can be misread as dividing by ρ_old twice — the code
    assigns ``beta = rtd_new`` or ``rtd_new − rtd_mid`` *undivided*, then ``beta / (rtd_old + eps)``;
    the ``+1e-8`` normalisation *is* the one division.) ``restart_every=K`` forces β = 0 when k % K = 0
    (the reference's ``fr_reset_iter``, off by default; here for FR and PR alike).
@@ -36,7 +36,7 @@ design of §5.5. One step, with g the (all-reduced) gradient and k the step inde
    ×0.975, up < 1 % → ×1.025, nothing reverted. On a band hit the step applied is
    ``Δθ = (1−ρ)·t_new·d − ρ·Δθ_prev`` (:func:`revert_step`), i.e. it partly reverts the previous step;
    Δθ_prev is the step *actually applied* last time (this removes the TF1 ambiguity of reading
-   ``self.d`` around an unordered assign, §5.5).
+   ``self.d`` around an unordered assign).
 6. **Update.** ``t = lr·base_lr`` per param group (lr from ``param_groups``, so LR schedulers work);
    ``θ ← θ + Δθ`` with ``Δθ = t·d`` unless reverted; Δθ is stored.
 

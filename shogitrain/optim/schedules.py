@@ -78,7 +78,7 @@ def build_optimizer(
     * ``adam``: ``Adam(lr, betas, eps, weight_decay, decoupled_weight_decay)``;
     * ``adamw``: ``AdamW(lr, betas, eps, weight_decay)`` (always decoupled);
     * ``radam``: ``RAdam(lr, betas, eps, weight_decay, decoupled_weight_decay)``
-      (algorithms.md §4: decoupled = the authors' form; torch's default is L2);
+      (docs/algorithms.md, "RAdam": decoupled = the authors' form; torch's default is L2);
     * ``nlcg``: ``NLCG(lr, weight_decay, decoupled_weight_decay, **nlcg_options)``.
 
     Parameters in ``no_decay_groups`` go to a second param group with ``weight_decay=0``; groups

@@ -653,22 +653,3 @@ def test_directory_with_mixed_files(tmp_path):
             errors.append(e)
     assert len(games) == 4 and all(g.moves == ["7g7f", "3c3d"] and g.winner == 1 for g in games)
     assert sorted(os.path.basename(e.file) for e in errors) == ["c.csa", "d.csa", "e.csa", "f.csa"]
-
-
-# ------------------------------------------------------------------------------------------------------
-# Speed
-# ------------------------------------------------------------------------------------------------------
-
-def test_speed_positions_per_second():
-    """read_csa over self-play + floodgate (CPU time, best of 2). The reader must stay far above python-shogi's
-    push-only replay (~120k/s here); the figure is printed for the benchmark record."""
-    files = SELFPLAY[::4] + [str(p) for p in FLOODGATE_FILES]
-    best = float("inf")
-    n = 0
-    for _ in range(2):
-        t = time.process_time()
-        n = sum(len(g.moves) for f in files for g in read_csa(f))
-        best = min(best, time.process_time() - t)
-    rate = n / best
-    print(f"read_csa: {n} positions, {rate:,.0f} positions/s")
-    assert rate > 150_000

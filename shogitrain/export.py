@@ -32,7 +32,8 @@ ONNX_OPSET = 17
 PARITY_TOLERANCE = 1e-4
 CHECK_POSITIONS = 64
 
-OPENINGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "openings" / "floodgate-2016-openings-24ply.sfen"
+# the bundled opening lines of a clone or an editable install (a plain wheel has no data/: random planes then)
+OPENINGS = Path(__file__).resolve().parents[1] / "data" / "openings" / "floodgate-2016-openings-24ply.sfen"
 
 
 class ExportError(Exception):
@@ -113,14 +114,15 @@ def check_positions(n: int = CHECK_POSITIONS, seed: int = 0,
         from shogitrain.features import features_from_sfens
     except ImportError:
         features_from_sfens = None
-    sfens = _opening_sfens(n) if features_from_sfens is not None else None
+    sfens = _opening_sfens(n, OPENINGS) if features_from_sfens is not None else None
     if sfens:
         x1, x2 = features_from_sfens(sfens, input2_planes=input2_planes)
         return x1.float().cpu(), x2.float().cpu(), f"{len(sfens)} opening positions ({OPENINGS.name})"
     g = torch.Generator().manual_seed(seed)
     x1 = (torch.rand(n, FEATURES1, 9, 9, generator=g) < 0.06).float()
     x2 = (torch.rand(n, input2_planes, 1, 1, generator=g) < 0.05).float().expand(n, input2_planes, 9, 9).contiguous()
-    return x1, x2, f"{n} random 0/1 positions"
+    why = "feature encoder not importable" if features_from_sfens is None else f"no opening lines read from {OPENINGS}"
+    return x1, x2, f"{n} random 0/1 positions ({why})"
 
 
 def _check_shapes(x1: torch.Tensor, x2: torch.Tensor, planes2: int = FEATURES2) -> None:

@@ -6,42 +6,9 @@ element for element; the exact definition is in ``docs/features-spec.md``. ``inp
 adds dlshogi's ``NYUGYOKU_FEATURES`` (cshogi's ``use_nyugyoku_features(True)``): per side, 31 planes
 on entering-king declaration (king in the enemy camp, pieces there, points), see :func:`_nyugyoku`.
 
-Design (measurements in ``docs/benchmarks.md``, "Features"):
-
-* Two *frames* per position: the position seen by the side to move (rotated 180° when White is
-  to move), and the same seen by the opponent — the first frame mirrored top-bottom with the
-  colors swapped. In both, the "own" pieces move towards rank a, so every attack is computed
-  once, for "own" pieces, over ``2B`` interleaved frames (frame ``2n`` / ``2n + 1``).
-* File-packed bitboards: one int16 per (piece slot, file, frame), bit ``r`` = rank ``r`` (rank a =
-  bit 0), laid out ``[slot, file, frame]`` — the batch is the innermost, contiguous dimension, so
-  a file shift is a view on an outer dimension and every op is one long vectorized loop. Two
-  guard files (always empty) pad the file dimension. One ``scatter_add`` of an int32 per square
-  builds both frames at once: a piece of the side to move adds its rank bit to the low half, an
-  opponent's piece its mirrored rank bit to the high half (empty squares, and the side to
-  move's king in a row of its own, add both), so the int32 tensor viewed as int16 is the
-  interleaved pair of frames. Row and value come from one table lookup of (square, piece code,
-  side to move), which also does the 180° rotation.
-* Stepping pieces: one shift per rank offset over stacked slot ranges (slots are ordered so each
-  movement group is a contiguous range), files via views.
-* Sliders: vertical rays inside the int16 (Kogge-Stone fill towards rank a, borrow trick
-  ``occ ^ (occ - 2·s)`` towards rank i); horizontal and diagonal rays by an occluded fill across
-  files (steps of 1, 2, 4 files), both horizontal senses at once. The diagonal words are skewed
-  (file f shifted up f or 8 - f ranks), so every ray is a line across files, and empty guard
-  files before file 0 make each file shift a view: a fill step is two ops.
-* Attack counts: rays and steps of one color in one of the 10 directions (8 + 2 knight jumps)
-  never overlap, so the number of attackers of a square is the number of directions it is attacked
-  from; a bit-sliced saturating counter over the 10 direction bitboards gives the ≥1/≥2/≥3 planes.
-* Expansion: the [31 planes × 9 files, 2B] words are transposed once (the interleaved frames
-  make each position's rows "own planes, then opponent planes"), and each
-  9-bit file value indexes a 9-wide lookup table (1024 rows: plain ranks, and rank-reversed for
-  the mirrored opponent frame) with one ``index_select`` straight into the output, which may be
-  preallocated (``out=``). features2 is 57 values a position; each plane is one 81-wide row of
-  a two-row table (all zeros / all ones), again one ``index_select``.
-* On CPU a batch is encoded in chunks of ``CHUNK`` positions, so that the intermediate
-  bitboards of a chunk stay in cache; each op uses torch's intra-op threads. The intermediates
-  are fresh tensors each call: ``shogitrain.device.retain_freed_memory`` (called by train and
-  eval on CPU) keeps glibc from handing their pages back to the OS between calls, which
-  otherwise costs a third of the encoder's time in page faults.
+How the planes are computed (two frames per position, file-packed bitboards, Kogge-Stone slider
+fills, a bit-sliced attack counter, table-driven expansion; chunks on CPU): docs/features-spec.md,
+"How the encoder computes them"; the measurements behind each choice: docs/benchmarks.md, "Features".
 """
 
 from __future__ import annotations
@@ -511,8 +478,8 @@ def _label_table() -> np.ndarray:
                 if frm >= 81:
                     # cshogi 1.1.0 numbers drops by piece type (FU KY KE GI KA HI KI -> 20 … 26),
                     # i.e. the move16 drop code itself: G*5b is 26, B*5b 24, R*5b 25
-                    # (docs/features-spec.md lists hand order, which disagrees with cshogi for
-                    # KI/KA/HI; the tests pin cshogi's numbering)
+                    # (docs/features-spec.md, "Move labels": not the hand order of features2;
+                    # the tests pin cshogi's numbering)
                     direction = 20 + frm - 81
                 else:
                     direction = _direction(80 - frm if turn else frm, t)

@@ -886,7 +886,7 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         test_fraction = 0.0 if test_data else 0.1
     test_files = find_inputs(test_data)
     train_files = find_inputs(inputs)
-    both = {p.resolve() for p in train_files} & {p.resolve() for p in test_files}
+    both = {p.resolve() for p in train_files} & {p.resolve() for p in test_files} if test_files else set()
     if both:
         raise PrepareError(f"{printable(min(both))}: given both as an input and as --test-data "
                            f"({len(both)} such file(s)); a source is either trained on or held out")

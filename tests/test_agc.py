@@ -1,4 +1,5 @@
-"""Adaptive gradient clipping: the algorithms.md §2.5 checks plus a per-parameter reference."""
+"""Adaptive gradient clipping (docs/algorithms.md, "Adaptive gradient clipping"): hand-computed
+examples, units, exclusions, idempotence, AMP and weight decay, plus a per-parameter reference."""
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def reference_agc_(params, clipping=0.01, eps=1e-3):
         p.grad.copy_(torch.where(g_norm > max_norm, clipped, g).reshape(p.shape))
 
 
-# ------------------------------------------------------------------------------ §2.5 hand examples
+# ------------------------------------------------------------------------------ hand examples
 
 
 def test_hand_example_conv_filters():

@@ -70,6 +70,7 @@ def test_compare_and_export_commands(tiny_run, tmp_path):
                                   "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert "max |Δ|" in result.output and (tmp_path / "m.onnx").stat().st_size > 0
+    assert "on 64 opening positions (floodgate-2016-openings-24ply.sfen)" in result.output
 
 
 @pytest.fixture(scope="module")

@@ -130,11 +130,21 @@ def test_torchscript_matches_model(checkpoint, tmp_path):
 def test_default_check_positions(tmp_path):
     path = write_checkpoint(tmp_path / "checkpoint.pt", trained_tiny("bn"))
     result = export_model(path, "onnx", tmp_path / "out" / "model.onnx")
-    assert result["positions"] == 64
+    assert result["positions"] == 64 and result["inputs"] == f"64 opening positions ({OPENINGS.name})"
     assert result["max_abs_diff_policy"] < 1e-4 and result["max_abs_diff_value"] < 1e-4
 
 
-@pytest.mark.skipif(not OPENINGS.is_file(), reason="shared openings not present")
+def test_check_positions_fall_back_to_random_planes_and_say_why(tmp_path, monkeypatch):
+    import shogitrain.export as export
+
+    missing = tmp_path / "no-openings.sfen"
+    monkeypatch.setattr(export, "OPENINGS", missing)
+    x1, x2, source = export.check_positions(8)
+    assert x1.shape == (8, 62, 9, 9) and x2.shape == (8, 57, 9, 9)
+    assert set(x1.unique().tolist()) == {0.0, 1.0}
+    assert source == f"8 random 0/1 positions (no opening lines read from {missing})"
+
+
 def test_default_check_positions_are_openings_through_features(tmp_path, monkeypatch):
     """With the feature encoder importable, the default check batch is real opening positions."""
     seen = []

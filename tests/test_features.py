@@ -2,41 +2,31 @@
 
 from __future__ import annotations
 
-import glob
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import FIXTURES, FLOODGATE_FILES, OPENINGS, SELFPLAY_FILES, extra_files
 from shogitrain import features as F
+from shogitrain.records.text import decode_record_bytes
 from shogitrain.shards import format as fmt
 from shogitrain.shogi import vocabulary as vocab
 
 cshogi = pytest.importorskip("cshogi")
 from cshogi import CSA, dlshogi  # noqa: E402
 
-DATA = Path(os.environ.get("SHOGITRAIN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
-
-GAME_DIRS = ("wcsc28", "floodgate", "selfplay/fsf50", "pro")
-
 
 def _read_csa(path: Path) -> str:
-    raw = path.read_bytes()
-    for enc in ("utf-8-sig", "cp932"):
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            pass
-    return raw.decode("utf-8", "replace")
+    text, _ = decode_record_bytes(path.read_bytes())  # BOM stripped, Shift_JIS / EUC-JP decoded
+    return text.replace("\r\n", "\n")  # cshogi 1.1.0 rejects CRLF line ends
 
 
 def _has_piece_lists(text: str) -> bool:
-    # "P+00FU…" / "P-…" piece-list lines (not the empty "P+"/"P-" some records carry) crash cshogi
-    return any(line[:2] in ("P+", "P-") and len(line.strip()) > 2 for line in text.splitlines())
+    # "P-11OU…" / "P+…" lines that put pieces on the board crash cshogi (hand-only "P+00FU…" lines are fine)
+    return any(line[:2] in ("P+", "P-") and any(line[k:k + 2] != "00" for k in range(2, len(line.rstrip()), 4))
+               for line in text.splitlines())
 
 
 def replay(paths, limit: int | None = None):
@@ -97,48 +87,41 @@ def assert_matches(rows, f1, f2, labels, batch=4096):
                 f"mismatching elements: {int(bad1.sum())} + {int(bad2.sum())} + {int(bad3.sum())}")
 
 
-def _game_files(dirs):
-    out = []
-    for d in dirs:
-        out += sorted(glob.glob(str(DATA / d / "*.csa")))
-    return out
-
-
-def _need_data():
-    if not (DATA / "wcsc28").is_dir():
-        pytest.skip(f"shared game data not found under {DATA}")
-
-
 # ---------------------------------------------------------------- oracle sweeps
 
 
-def test_oracle_wcsc28_subset():
-    _need_data()
-    rows, f1, f2, labels = replay(_game_files(["wcsc28"])[::8])
+def _sweep(files) -> int:
+    total = 0
+    for s in range(0, len(files), 100):        # bounded memory: ~100 games at a time
+        rows, f1, f2, labels = replay(files[s:s + 100])
+        assert_matches(rows, f1, f2, labels)
+        total += len(rows)
+    return total
+
+
+def test_oracle_bundled_subset():
+    rows, f1, f2, labels = replay(FLOODGATE_FILES + SELFPLAY_FILES[::40])
     assert len(rows) > 2000
     assert (rows["turn"] == 1).any()
     assert_matches(rows, f1, f2, labels)
 
 
 @pytest.mark.slow
-def test_oracle_all_games():
-    _need_data()
-    files = _game_files(GAME_DIRS)
-    total = 0
-    for s in range(0, len(files), 100):        # bounded memory: ~100 games at a time
-        rows, f1, f2, labels = replay(files[s:s + 100])
-        assert_matches(rows, f1, f2, labels)
-        total += len(rows)
-    assert total > 150_000
+def test_oracle_all_bundled_games():
+    assert _sweep(FLOODGATE_FILES + SELFPLAY_FILES) > 150_000
+
+
+def test_oracle_fixtures():
+    """The format fixtures (handicap, mid-game board, tsume with white's whole hand, several games a file)."""
+    rows, f1, f2, labels = replay(sorted(FIXTURES.glob("*.csa")))
+    assert len(rows) > 800
+    assert_matches(rows, f1, f2, labels)
 
 
 @pytest.mark.slow
-def test_oracle_fixtures():
-    _need_data()
-    files = _game_files(["fixtures"])
-    rows, f1, f2, labels = replay(files)
-    assert len(rows) > 100
-    assert_matches(rows, f1, f2, labels)
+@pytest.mark.parametrize("corpus", ["wcsc28", "pro", "fixtures"])
+def test_oracle_extra_corpus(corpus):
+    assert _sweep(extra_files(corpus)) > 100
 
 
 # ---------------------------------------------------------------- crafted positions
@@ -318,19 +301,26 @@ def _opening_positions(paths, limit=None, every_ply=True):
 
 
 def test_openings_final_positions():
-    _need_data()
-    sfens, _ = _opening_positions(sorted(glob.glob(str(DATA / "openings" / "*.sfen"))), limit=1500,
-                                  every_ply=False)
+    sfens, _ = _opening_positions([OPENINGS], limit=2500, every_ply=False)
     assert len(sfens) > 2000
     check_sfens(sfens)
 
 
-@pytest.mark.slow
-def test_openings_every_ply():
-    _need_data()
-    sfens, moves = _opening_positions(sorted(glob.glob(str(DATA / "openings" / "*.sfen"))))
+def _check_every_ply(paths):
+    sfens, moves = _opening_positions(paths)
     for s in range(0, len(sfens), 20000):
         check_sfens(sfens[s:s + 20000], moves[s:s + 20000])
+    return len(sfens)
+
+
+@pytest.mark.slow
+def test_openings_every_ply():
+    assert _check_every_ply([OPENINGS]) == 10831 * 24
+
+
+@pytest.mark.slow
+def test_extra_openings_every_ply():
+    assert _check_every_ply(extra_files("openings", pattern="*.sfen")) > 0
 
 
 # ---------------------------------------------------------------- the spec's worked examples
@@ -453,10 +443,9 @@ def test_cuda_matches_cpu():
 
 def test_labels_of_every_legal_move():
     """All legal moves (promotions, drops of every kind, both colors) of game positions."""
-    _need_data()
     positions = []
-    for path in _game_files(["wcsc28"])[:6]:
-        for game in CSA.Parser.parse_str(_read_csa(Path(path))):
+    for path in FLOODGATE_FILES[:6]:
+        for game in CSA.Parser.parse_str(_read_csa(path)):
             board = cshogi.Board(game.sfen)
             for i, move in enumerate(game.moves):
                 if i % 7 == 0:

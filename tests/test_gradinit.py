@@ -1,4 +1,4 @@
-"""GradInit: the checks of algorithms.md §3.6 on small modules (an MLP and a conv + BatchNorm net)."""
+"""GradInit (docs/algorithms.md, "GradInit") on small modules (an MLP and a conv + BatchNorm net)."""
 
 import copy
 import math

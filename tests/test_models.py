@@ -4,17 +4,16 @@ the published-code reproduction, fusion, parameter groups and the build_model co
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import OPENINGS
 from shogitrain.models import (ACTIVATION_GAMMAS, NF_STEM_SCALE, GammaAct, ScaledStdConv2d,
                                build_model, parameter_groups)
 
 SMALL = {"blocks": 3, "channels": 32, "fc_units": 16}
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def n_params(model: nn.Module) -> int:
@@ -277,11 +276,10 @@ def test_nf_stem_calibration_standardizes_each_channel():
         build_model("bn", **SMALL).calibrate_stem(x1, x2)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "openings").is_dir(), reason="shared/data not available")
 def test_nf_default_stem_scale_on_real_positions():
     cshogi = pytest.importorskip("cshogi")
     from cshogi import dlshogi
-    lines = (SHARED_DATA / "openings" / "floodgate-2016-openings-24ply.sfen").read_text().split("\n")
+    lines = OPENINGS.read_text().split("\n")
     lines = [line for line in lines if line.strip()][:400:2]
     x1 = torch.zeros(len(lines), 62, 9, 9)
     x2 = torch.zeros(len(lines), 57, 9, 9)

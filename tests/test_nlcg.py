@@ -1,4 +1,4 @@
-"""NLCG: the algorithms.md §5.6 checks (SGD limit, linear CG/PCG, clamps, BFGS, line search, replicas)."""
+"""NLCG (docs/algorithms.md, "NLCG"): SGD limit, linear CG/PCG, clamps, BFGS, line search, replicas."""
 
 import copy
 import math

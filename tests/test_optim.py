@@ -1,4 +1,5 @@
-"""Optimizer / schedule factories: RAdam against torch and against the algorithms.md §4 formulas."""
+"""Optimizer / schedule factories: RAdam against torch and against the formulas of docs/algorithms.md,
+"RAdam"."""
 
 import math
 
@@ -26,7 +27,7 @@ def r_t(t, beta2=0.999):
 
 
 class ReferenceRAdam:
-    """algorithms.md §4.1 with torch's threshold ρ_t > 5 and SGD-with-m̂ degenerate branch."""
+    """docs/algorithms.md, "RAdam", with torch's threshold ρ_t > 5 and SGD-with-m̂ degenerate branch."""
 
     def __init__(self, theta, lr, betas=(0.9, 0.999), eps=1e-8, wd=0.0, decoupled=False):
         self.theta = theta.clone()

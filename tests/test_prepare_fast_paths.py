@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, SHARED_DATA
+from conftest import FIXTURES, SAMPLE, extra_files
 from shogitrain.prepare import GameResult, _games_line, prepare
 from shogitrain.records import read_csa
 from shogitrain.shogi.position import STATE_SIZE, Position
@@ -24,18 +24,24 @@ from shogitrain.shards.reader import load_games
 
 SELFPLAY = sorted((SAMPLE / "selfplay").glob("*.csa"))
 FLOODGATE = sorted((SAMPLE / "floodgate").glob("*.csa"))
-ODD = sorted(p for d in ("fixtures", "wcsc28", "pro") for p in (SHARED_DATA / d).glob("*.csa"))
+ODD = sorted(FIXTURES.glob("*.csa"))  # encodings, handicaps, piece lists, several games a file, odd endings
 KEEP_ALL = GameFilter(endings=ALL_ENDINGS + (None,), min_moves=0, require_eval=False, mate_score=0)
 
 
-def _files():
-    return SELFPLAY[:30] + FLOODGATE + ODD
-
-
 def test_reader_positions_give_the_rows_of_a_replay():
+    assert _check_reader_positions(SELFPLAY[:30] + FLOODGATE + ODD) > 50
+
+
+@pytest.mark.slow
+def test_reader_positions_on_extra_corpus():
+    assert _check_reader_positions(extra_files("fixtures", "wcsc28", "pro")) > 50
+
+
+def _check_reader_positions(files) -> int:
+    """For every game: rows from the reader's own replay equal rows from a second replay; returns the count."""
     rng = random.Random(0)
     n_games = 0
-    for path in _files():
+    for path in files:
         fast = read_csa(path, positions=True)
         plain = read_csa(path)
         assert fast == plain  # the records themselves are unchanged (positions do not take part in ==)
@@ -52,7 +58,7 @@ def test_reader_positions_give_the_rows_of_a_replay():
         together = games_rows(items)
         one_by_one = [game_rows(*item) for item in items]
         assert together.tobytes() == b"".join(r.tobytes() for r in one_by_one)
-    assert n_games > 50
+    return n_games
 
 
 def test_positions_of_a_changed_record_are_not_used():

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
-
 import numpy as np
 import pytest
 
+from conftest import FLOODGATE_FILES, SELFPLAY_FILES
 from shogitrain.records import RecordError, read_csa
 from shogitrain.records.hcpe import HCPE_DTYPE, decode_hcp, read_hcpe
 from shogitrain.shards.convert import rows_from_hcpe
@@ -15,24 +13,18 @@ from shogitrain.shards.format import POSITION_DTYPE
 from shogitrain.shogi.vocabulary import STARTPOS_SFEN, move16_from_usi, parse_sfen
 
 cshogi = pytest.importorskip("cshogi")
-DATA = pathlib.Path(os.environ.get("SHOGITRAIN_DATA", "/work/shared/data"))
 
 
 def _positions():
     """(sfen, usi move) pairs from real games (hands of every kind, promoted pieces, both sides to move)."""
     out = []
-    files = sorted((DATA / "selfplay" / "fsf50").glob("*.csa"))[:25] + sorted((DATA / "wcsc28").glob("*.csa"))[:10]
-    for path in files:
+    for path in SELFPLAY_FILES[:25] + FLOODGATE_FILES[:10]:
         for g in read_csa(path):
             b = cshogi.Board(g.sfen)
             for m in g.moves:
                 out.append((b.sfen(), m))
                 b.push_usi(m)
-    if not out:  # no shared data: a short game from the start position
-        b = cshogi.Board()
-        for m in ["7g7f", "3c3d", "8h2b+", "3a2b", "B*4e", "B*6e"]:
-            out.append((b.sfen(), m))
-            b.push_usi(m)
+    assert len(out) > 3000
     return out
 
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
-
 import pytest
 import shogi
 import shogi.KIF
 
+from conftest import FIXTURES, OPENINGS, SELFPLAY_FILES, extra_files
 from shogitrain.records import RecordError, read_csa, read_kif, read_records, read_sfen_lines
 from shogitrain.shogi.vocabulary import STARTPOS_SFEN
-
-DATA = pathlib.Path(os.environ.get("SHOGITRAIN_DATA", "/work/shared/data"))
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data not available")
 
 
 def test_sfen_line_forms():
@@ -45,11 +40,32 @@ def test_sfen_bad_lines():
     assert e.value.line == 1
 
 
-@needs_data
-def test_sfen_opening_files():
-    for name, count in (("openings-v3.sfen", 3000), ("floodgate-2016-openings-24ply.sfen", 10831)):
-        games = read_sfen_lines(DATA / "openings" / name)
-        assert len(games) == count and not any(g.problems for g in games)
+def test_sfen_opening_file():
+    games = read_sfen_lines(OPENINGS)
+    assert len(games) == 10831 and not any(g.problems for g in games)
+    assert all(len(g.moves) == 24 and g.sfen == STARTPOS_SFEN for g in games)
+
+
+def test_sfen_fixture_with_comments_and_every_line_form():
+    games = read_sfen_lines(FIXTURES / "openings-commented.sfen")
+    assert [g.line for g in games] == [3, 4, 6, 7, 8, 9, 10]
+    assert [len(g.moves) for g in games] == [24, 24, 24, 24, 12, 0, 0]
+    assert not any(g.problems for g in games)
+    openings = read_sfen_lines(OPENINGS)[:4]
+    assert [g.moves for g in games[:4]] == [g.moves for g in openings]
+    assert games[4].sfen == games[5].sfen and games[4].sfen.endswith(" b Bp 41")
+    assert games[6].sfen == STARTPOS_SFEN
+
+
+@pytest.mark.slow
+def test_sfen_extra_opening_files():
+    """Opening sets of an optional corpus (e.g. openings/*.sfen with '#' comment headers)."""
+    files = extra_files("openings", pattern="*.sfen")
+    assert files
+    for path in files:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.split("#", 1)[0].strip()]
+        games = read_sfen_lines(path)
+        assert len(games) == len(lines) > 0 and not any(g.problems for g in games), path
 
 
 def test_kif_roundtrip_via_python_shogi_exporter(tmp_path):
@@ -63,6 +79,15 @@ def test_kif_roundtrip_via_python_shogi_exporter(tmp_path):
         assert k.moves == g.moves and k.sfen == g.sfen
         assert k.names == ("先手さん", "後手さん") and k.winner == 1 and k.endgame == "%TORYO"
         assert read_records(p)[0].moves == g.moves
+
+
+def test_kif_fixture_in_shift_jis():
+    """sjis.kif (Shift_JIS, CRLF, time columns, 同, drops, promotions) is self-play game s1w0g00017."""
+    (k,) = read_kif(FIXTURES / "sjis.kif")
+    source = read_csa(next(p for p in SELFPLAY_FILES if p.name.endswith("s1w0g00017.csa")))[0]
+    assert k.moves == source.moves and len(k.moves) == 127 and k.sfen == STARTPOS_SFEN
+    assert k.names == ("先手 四郎", "後手 五郎") and k.winner == 0 and k.endgame == "%TORYO"
+    assert k.problems == [] and read_records(FIXTURES / "sjis.kif")[0].moves == source.moves
 
 
 def test_kif_illegal_move_truncates():

@@ -351,6 +351,10 @@ def test_inputs_prepare_cannot_read_a_game_past_its_move_limit_ends_there():
     assert len(game.moves) == 4 and game.endgame == "%MAX_MOVES" and game.winner is None
     (game,) = read_csa("V2.2\nPI\n+\n+7776FU\n-3334FU\n+2726FU\n%TORYO\n", max_moves=2)
     assert len(game.moves) == 2 and game.endgame == "%MAX_MOVES"
+    from shogitrain.records import read_sfen_lines
+
+    (line,) = read_sfen_lines("startpos moves " + " ".join(["5i6h", "5a4b", "6h5i", "4b5a"] * 5) + "\n")
+    assert len(line.moves) == 12 and line.endgame == "%SENNICHITE" and "8 more move(s)" in line.problems[-1][1]
 
 
 # ------------------------------------------------------------------------------------------ 7. corrupt datasets / checkpoints

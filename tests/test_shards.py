@@ -1,10 +1,9 @@
 """Shard rows, conversion from games, writer/reader and the split — checked against cshogi."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import FLOODGATE_FILES, SELFPLAY_FILES
 from shogitrain.records.filters import GameFilter
 from shogitrain.records.game import GameRecord
 from shogitrain.shards.convert import game_rows
@@ -14,8 +13,6 @@ from shogitrain.shards.reader import ShardDataset
 from shogitrain.shards.writer import ShardWriter
 
 cshogi = pytest.importorskip("cshogi")
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-WCSC = sorted((SHARED / "wcsc28").glob("*.csa"))
 
 
 def _cshogi_games(files):
@@ -26,10 +23,9 @@ def _cshogi_games(files):
             yield kif
 
 
-@pytest.mark.skipif(not WCSC, reason="../shared/data not present")
 def test_rows_equal_cshogi_boards_move_by_move():
     checked = 0
-    for kif in _cshogi_games(WCSC[:40]):
+    for kif in _cshogi_games(FLOODGATE_FILES + SELFPLAY_FILES[:20]):
         game = GameRecord(sfen=kif.sfen, moves=[cshogi.move_to_usi(m) for m in kif.moves],
                           scores=list(kif.scores), winner=0)
         rows = game_rows(game, len(game.moves))

@@ -126,10 +126,11 @@ def test_byoyomi_and_sudden_death_answer_in_time(engine):
     start = time.monotonic()
     best, _ = engine.go(byoyomi=300)
     spent = time.monotonic() - start
-    assert is_legal(OPENING, best) and 0.1 < spent < 3.0
+    # it thinks (the byoyomi is used) and answers; the bound is a hang guard, loose for loaded machines
+    assert is_legal(OPENING, best) and 0.1 < spent < 10.0
     start = time.monotonic()
     best, _ = engine.go(btime=2000, wtime=2000, binc=100, winc=100)
-    assert is_legal(OPENING, best) and time.monotonic() - start < 3.0
+    assert is_legal(OPENING, best) and time.monotonic() - start < 10.0
 
 
 def test_stop_ends_an_infinite_search(engine):

@@ -1,23 +1,13 @@
-"""Building blocks of the networks: activations with their NF gains and the Scaled WS conv.
+"""Building blocks of the networks: activations with their NF gains, and the Scaled WS conv.
 
-* ``ACTIVATION_GAMMAS`` / ``GammaAct`` — an activation multiplied by γ = 1/std(act(z)), z ~ N(0,1),
-  so that Var(γ·act(z)) ≈ 1 (NF-ResNets, arXiv 2101.08692). The constants are the published
-  Monte-Carlo values (DeepMind ``nfnets/base.py``, timm ``nfnet.py``), kept for parity with the
-  references; they are about 0.06 % high for relu/silu (see docs/algorithms.md §1.2).
-* ``ScaledStdConv2d`` — a conv whose kernel is standardised per output channel before use
-  (Scaled Weight Standardisation). Two forms, selected by ``std_form``:
+* ``ACTIVATION_GAMMAS`` / ``GammaAct``: an activation times γ = 1/std(act(z)), z ~ N(0, 1), so that
+  γ·act(z) has unit variance; the published constants (DeepMind, timm), kept for parity.
+* ``ScaledStdConv2d``: a conv whose kernel is standardised per output channel before use, in the
+  paper's form (``std_form='nf'``: gain·γ·(W − μ)/sqrt(max(N·σ², eps))) or the published 2021
+  code's (``'blog'``: gain·γ·N^-½·(W − μ)/(σ + eps)); a gain of shape (O,1,1,1); ``to_conv2d()``
+  freezes it into a plain conv for inference.
 
-  - ``'nf'`` (the paper / DeepMind ``WSConv2D``):
-    ``Ŵ_o = gain_o · γ · (W_o − μ_o) / sqrt(max(N·σ²_o, eps))``, σ² biased, N = fan-in, eps = 1e-4.
-    Each standardised row then has mean 0 and Σŵ² = (gain·γ)² exactly unless the clamp bites
-    (only for degenerate rows with N·σ² < eps, e.g. after extreme weight decay).
-  - ``'blog'`` (the published 2021 dlshogi ``nfresnet`` code):
-    ``Ŵ_o = gain_o · γ · N^-½ · (W_o − μ_o) / (σ_o + eps)``, σ the biased std, eps 1e-4 (1e-5 in the
-    earlier commit). Σŵ² = (gain·γ)²·σ²/(σ+eps)², i.e. slightly below (gain·γ)².
-
-  The gain has shape (O,1,1,1) and starts at ``gain_init`` (1, or 0 for SkipInit on the last conv);
-  the raw weight gets ``kaiming_normal_(fan_in, 'linear')`` and the bias zeros. ``to_conv2d()``
-  returns the plain ``nn.Conv2d`` with the standardised kernel, for inference fusion.
+The formulas and why: docs/algorithms.md, "Scaled weight standardisation" and "Activation gains (γ)".
 """
 
 from __future__ import annotations

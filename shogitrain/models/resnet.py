@@ -1,58 +1,16 @@
 """The policy/value ResNet for dlshogi inputs, in three variants built by one ``build_model``.
 
-All variants share one layout (module names are part of the checkpoint format)::
-
-    stem         features1_3x3 (62→k, 3×3) + features1_1x1 (62→k) on x1, features2_1x1 (57 or 119→k) on x2
-    blocks[i]    residual blocks, an nn.Sequential
-    final_act    the activation after the blocks (identity for 'bn', whose blocks end with one)
-    policy_head  conv (k→27, 1×1, no bias) flattened channel-major (index = 81·direction + square,
-                 dlshogi's move labels) + bias[2187]
-    value_head   conv (k→27, 1×1) → [norm] → act → fc1 (2187→fc_units) → act → fc2 (fc_units→1), a logit
-
-``arch``:
-
-* ``'bn'`` — dlshogi ``resnet10_swish``: BatchNorm after the stem sum and after every conv, post-
-  activation blocks ``act(x + BN(conv(act(BN(conv(x))))))``. 7,346,562 parameters with the defaults.
-* ``'nf'`` — a Normalizer-Free ResNet in the paper's form (arXiv 2101.08692 / 2102.06171): no
-  normalisation layers; WS convs (``std_form='nf'``, DeepMind's formula, eps clamps N·σ²); pre-
-  activation blocks ``h + α·skip_gain·conv2(γ·act(conv1(γ·act(β·h))))`` with β = 1/expected_std
-  (``beta  # 1/β_i in the paper``), expected_std ← sqrt(expected_std² + α²) after every block.
-  **γ is applied to the activations** (DeepMind style, :class:`GammaAct`), and every WS conv has
-  gamma = 1; ``fused()`` folds γ into the following conv/linear, where it is exact.
-  SkipInit (``skip_init``): ``'zero'`` a scalar ``skip_gain`` = 0 (default), ``'one'`` the scalar
-  at 1, ``'last_gain'`` no scalar, conv2's WS gain starts at 0 (timm's default).
-  Stem: the three convs as WS convs with bias, summed, then a fixed per-channel affine
-  ``stem.standardize`` (buffers, not parameters; never batch statistics) — see *Stem standardisation*.
-  Heads: ``final_act`` = γ·act; the policy conv is a plain conv (the final layer, excluded from
-  AGC like any classifier; dlshogi's layout); the value conv is a WS conv with bias, and both value
-  activations are γ·act; fc1/fc2 keep PyTorch's default Linear init.
-* ``'nf-blog'`` — **reproduces the published 2021 dlshogi ``nfresnet10`` code, not the paper**:
-  WS convs ``(W − mean)/(std + eps)`` (biased std, ``blog_eps`` 1e-4; 1e-5 in the earlier commit)
-  with γ folded into every WS conv's scale (stem and value conv included); no activation after the
-  stem sum; the block's forward is, line for line,
-  ``out = act(x)*beta; shortcut = x; out = conv1(x); out = act(out); out = conv2(x);
-  out *= skip_gain; return out*alpha + shortcut`` — conv1 and the pre-activation are computed and
-  discarded (so the parameter count and the compute match), the residual branch is the linear map
-  conv2(x). ``blog_skip_gain=False`` drops the scalar (the commit before 62d7f7e). Plain act after
-  the blocks and in the value head. 7,347,340 parameters with the defaults.
-
-Stem standardisation ('nf'). The stem sees sparse binary planes with different per-plane means, so
-a WS conv does not give unit variance there (docs/algorithms.md §1.4). The stem output goes through
-``y·scale + shift`` with per-channel buffers. By default ``scale = NF_STEM_SCALE`` and ``shift = 0``:
-a fixed constant measured once for this package: ``1/sqrt(E[y²])`` of the summed stem output of a
-freshly initialised net, averaged over channels and over real positions (floodgate opening lines
-and self-play games from shared/data, 600 positions encoded with cshogi's dlshogi features, mean
-plane density ≈ 0.05): 2.77–2.84 over six seeds — stable because every standardised WS row has unit
-norm whatever the random weights. ``model.calibrate_stem(x1, x2)`` instead measures this net's own
-per-channel mean and std on a batch of real positions and sets ``shift = −mean/std``,
-``scale = 1/std`` — call it once at initialisation, before training; the buffers are then fixed
-(saved in the state dict, never touched by training).
-
-Inference: ``model.fused()`` returns an eval-mode copy with BN folded into the preceding convs, WS
-convs replaced by plain convs with the standardised kernels, γ folded into the following
-conv/linear, α and skip gains into conv2's weight and bias, the stem's 1×1 conv on x1 merged into the centre tap of its 3×3 conv, the
-stem standardisation folded, and nf-blog's dead conv1 removed. Same outputs as ``model.eval()``
-(float64: within 1e-10; float32: within 1e-5, measured max ≈ 3e-6 on logits of size ≈ 5).
+One layout for all (module names are part of the checkpoint format): ``stem`` (features1_3x3 and
+features1_1x1 on x1, features2_1x1 on x2 — 57 planes, or 119 with dlshogi's entering-king features —, summed), ``blocks[i]`` (an nn.Sequential of residual
+blocks), ``final_act``, ``policy_head`` (1×1 conv to 27 planes flattened channel-major to the 2187
+move labels, plus a bias) and ``value_head`` (1×1 conv → [norm] → act → fc1 → act → fc2, a logit).
+Each ``arch`` is a :class:`Recipe` chosen once: ``'bn'`` is dlshogi's resnet10_swish (7,346,562
+parameters at 10×192); ``'nf'`` a Normalizer-Free ResNet as the papers describe it (WS convs, γ on
+the activations, α/β signal bookkeeping, SkipInit, a fixed stem standardisation); ``'nf-blog'``
+the published 2021 code line for line, whose residual branch is the linear map conv2(x)
+(7,347,340 parameters). ``model.fused()`` folds BN, WS, γ, α and the skip gains away for
+inference (the same outputs within 1e-5 in float32). The formulas, the stem-scale measurement and
+the fusion are in docs/algorithms.md, "NF-ResNet".
 """
 
 from __future__ import annotations

@@ -1,44 +1,14 @@
 """GradInit (Zhu et al., NeurIPS 2021): learn one scale per parameter tensor before training.
 
-Each selected tensor θ_j gets a scalar α_j (start 1) and θ_j = α_j·θ0_j. GradInit solves
-
-    min_α  L(S̃; θ − η·A[g(S; θ)]) / η    s.t.  ‖g(S; θ)‖_p ≤ γ,   α_j ≥ min_scale_j
-
-with A[g] the first step of the training optimizer: g/‖g‖₂ (SGD, ``normalize_grad``) or g, p = 2;
-sign(g) for Adam, p = 1. Per iteration (algorithms.md §3.2):
-
-1. S = two fresh half-batches h1 + h2; L(S) and g = ∂L/∂θ with ``create_graph=True``.
-2. If ‖g‖_p > γ: a *constraint* step on α descending ‖g‖_p (no objective step).
-3. Else: θ' = θ − η·A[g] (through ``torch.func.functional_call``; module parameters are never
-   swapped), S̃ = h1 + a fresh half h3 (``batch_no_overlap``: two fresh halves), and an
-   *objective* step on α descending L(S̃; θ')/η, differentiated through θ' and g.
-
-Scale update (the reference's RescaleAdam): ∂/∂α_j = ⟨∇_θj, θ_j⟩·‖θ0_j‖/‖θ_j‖ clipped to
-±grad_clip; scalar Adam (β 0.9/0.999, ε 1e-8, lr τ) with separate first moments for constraint
-and objective steps and one shared second moment; α ← max(α − step, min_scale); then
-θ_j ← θ_j·α_j·‖θ0_j‖/‖θ_j‖ in place. The scale is folded into the weights at every step, so when
-``gradinit`` returns, the model *is* the new initialisation.
-
-* Every trainable parameter takes part in the simulated first step; only the *selected* ones get
-  a scale. Not selected: names in ``exclude``, those ``param_filter(name, p)`` rejects, and
-  zero-norm tensors (zero-initialised biases and gains can never move). Scale-invariant tensors
-  (raw weights of weight-standardised convs: ⟨∇W, W⟩ ≈ 0) must be excluded by the caller — the
-  training loop passes the NF models' WS weights and lets GradInit scale their ``gain`` instead.
-* Tensors whose name's last component contains ``bias`` have min_scale 0 (the reference's groups).
-* Runs in fp32 with autocast off. ``model.eval()`` for dropout, BatchNorm in batch-statistics
-  mode with ``track_running_stats=False`` (running buffers untouched); modes restored afterwards.
-
-Batches. ``batches`` yields *half*-batches (B/2 positions each) — an iterable (re-iterated when
-exhausted, e.g. a DataLoader) or a zero-argument callable returning the next one. A half-batch is a
-tensor, or a tuple/list/dict of tensors (nested is fine) whose tensors are all cut along dim 0;
-two halves are joined with :func:`cat_batches`. The model is called as
-``model(*inputs_of(batch))`` and the objective is ``loss_fn(outputs, batch)`` — the real
-training loss. The default ``inputs_of`` takes ``batch["inputs"]`` from a mapping, ``batch[0]``
-otherwise (a lone tensor becomes a 1-tuple). For shogi::
-
-    batch = ((x1, x2), (move_label, result, eval_cp, has_eval))
-    loss_fn = lambda out, b: policy_value_loss(*out, *b[1]).total
-    scales = gradinit(model, half_batches, loss_fn, exclude=ws_weight_names)
+Each selected tensor gets a scale α_j (start 1) chosen so that the first step of the training
+optimizer from θ = α·θ0 lowers the loss most while the gradient norm stays ≤ γ: per iteration a
+*constraint* step on the gradient norm, or an *objective* step on L(S̃; θ − η·A[g]) differentiated
+through the simulated step (``torch.func.functional_call``; parameters are never swapped). The
+scales follow GI's RescaleAdam and are folded into the weights at every step, so when
+:func:`gradinit` returns the model *is* the new initialisation. Scale-invariant tensors (the raw
+weights of WS convs) must be excluded by the caller; zero-norm tensors cannot be scaled. The
+objective, defaults and caveats are in docs/algorithms.md, "GradInit"; :func:`gradinit` documents
+the batch format.
 """
 
 from __future__ import annotations
@@ -277,8 +247,13 @@ def gradinit(
 ) -> dict[str, float]:
     """Run GradInit on ``model`` in place; return the learned scale α per selected tensor name.
 
-    ``batches``: half-batches (see the module docstring); ``loss_fn(outputs, batch)`` → scalar
-    training loss; ``model(*inputs_of(batch))`` → outputs. ``variant``: 'sgd' (L2 constraint,
+    ``batches``: half-batches (B/2 positions each): an iterable (re-iterated when exhausted) or a
+    zero-argument callable; a half-batch is a tensor or a tuple / list / dict of tensors cut along
+    dim 0 (two halves are joined by :func:`cat_batches`). ``loss_fn(outputs, batch)`` → scalar
+    training loss; ``model(*inputs_of(batch))`` → outputs (``batch["inputs"]`` of a mapping, else
+    ``batch[0]``). For shogi: ``batch = ((x1, x2), (move_label, result, eval_cp, has_eval))`` and
+    ``loss_fn = lambda out, b: policy_value_loss(*out, *b[1]).total``. Runs in fp32, autocast off,
+    dropout off, BatchNorm on batch statistics (running buffers untouched). ``variant``: 'sgd' (L2 constraint,
     step g/‖g‖₂ or g) or 'adam' (L1 constraint, sign step). ``gamma``: gradient-norm bound
     (``math.inf`` = none). ``lr``: τ of the scale Adam. ``exclude`` / ``param_filter``: tensors
     not to scale (they still take the simulated step). ``on_step`` receives per iteration

@@ -1,63 +1,14 @@
 """Stochastic preconditioned nonlinear conjugate gradient (NLCG), after apple/ml-ncg.
 
-Adya, Palakkode, Tuzel, arXiv 1812.02886; official TF1 code ``apple/ml-ncg``
-(``ncg_core_tfop.py``). docs/algorithms.md §5 has the reference notes; this module is the PyTorch
-design of §5.5. One step, with g the (all-reduced) gradient and k the step index (0 first):
-
-0. **Gradient.** ``g ← grad + wd·θ`` per param group (L2, as the reference's loss term; the
-   ``decoupled_weight_decay`` option instead shrinks ``θ ← θ·(1 − lr·wd)`` outside the CG recursion).
-1. **Diagonal BFGS preconditioner** (:func:`bfgs_diag_update`). ``h = 1`` at k = 0; afterwards, with
-   ``y = g − g_old`` and ``s`` = *the step actually applied last time*::
-
-       if yᵀs < 1e-8 or sᵀ(h⊙s) < 1e-8:  keep h
-       else:  h ← | h − ((h⊙s)² + ε)/(sᵀ(h⊙s) + ε) + (y² + ε)/(yᵀs + ε) |        ε = 1e-8
-
-   ``M = clamp(1/(h + 1e-8), *precond_clamp)`` — the clamp (default [1e-2, 1e2]) is a safety
-   addition of this project; the reference's ``1/(h+1e-8)`` explodes where h collapses.
-   ``precond='none'`` uses M = I; a list of tensors gives a fixed diagonal M (tests: textbook PCG).
-2. **Preconditioned residual.** ``r = −g``, ``z = M⊙r``, ``ρ = rᵀz``. At k = 0 (and on a restart)
-   ``d = z``.
-3. **β** (:func:`cg_beta`). Reference semantics (``get_dir``): the numerator is
-   ``rᵀz`` (FR) or ``rᵀz − rᵀz_old`` (PR, preconditioned, *current* r against the stored z_old), and it
-   is divided **once** by ``ρ_old + 1e-8``; then ``β = clamp(β, 0, 1)``. So PR is PR+ capped at 1 and
-   FR is capped at 1 too. (algorithms.md §5.2 step 3 can be read as dividing by ρ_old twice — the code
-   assigns ``beta = rtd_new`` or ``rtd_new − rtd_mid`` *undivided*, then ``beta / (rtd_old + eps)``;
-   the ``+1e-8`` normalisation *is* the one division.) ``restart_every=K`` forces β = 0 when k % K = 0
-   (the reference's ``fr_reset_iter``, off by default; here for FR and PR alike).
-4. **Direction.** ``d = z + β·d_old``; ρ, z (PR) and d are stored. The CG recursion keeps the
-   un-reverted d, as the reference does (it never writes the line-search-modified d back).
-5. **Loss-driven line search on the global ``base_lr``** (:func:`line_search_decision`), starting at 1,
-   capped at 1, floored at 1e-4 (``base_lr_bounds``), with a loss EMA (β = 0.7). ``'step'`` mode
-   (default): every ``line_search_period`` (5) steps ``ratio = ema / ema_saved_period_ago``;
-   ``'online'``: every step ``ratio = loss / ema`` (EMA already including this loss). Bands of
-   ``ratio − 1`` in units of ``line_search_threshold`` T (:data:`REFERENCE_BANDS`, configurable) give a
-   base_lr factor and a fraction ρ of the previous step to remove; below 0.01·T base_lr grows ×1.05
-   (step) / ×1.02 (online). ``line_search_bands='simple'`` is the secondary-literature rule: up > 2 % →
-   ×0.975, up < 1 % → ×1.025, nothing reverted. On a band hit the step applied is
-   ``Δθ = (1−ρ)·t_new·d − ρ·Δθ_prev`` (:func:`revert_step`), i.e. it partly reverts the previous step;
-   Δθ_prev is the step *actually applied* last time (this removes the TF1 ambiguity of reading
-   ``self.d`` around an unordered assign, §5.5).
-6. **Update.** ``t = lr·base_lr`` per param group (lr from ``param_groups``, so LR schedulers work);
-   ``θ ← θ + Δθ`` with ``Δθ = t·d`` unless reverted; Δθ is stored.
-
-Inner products are global: every parameter of every param group lives in one flat float32 (float64
-if any parameter is float64) vector per buffer, as in the reference, so each dot is one kernel and
-identical on every replica. Buffers: h, g_old, z, d, Δθ_prev, plus a gradient workspace (6 × model
-size); scalars ρ, β (device tensors, no host sync), base_lr and the EMAs (Python floats).
-
-Calling convention::
-
-    loss = criterion(model(x), y)
-    loss.backward()
-    # DDP: gradients are all-reduced by DDP; all-reduce the loss too (mean) so every rank
-    # computes the same base_lr — one scalar per step:  dist.all_reduce(l := loss.detach()); l /= world
-    opt.step(loss)                     # float or 0-dim tensor (float() syncs once)
-    # AMP: scaler.unscale_(opt) happens inside scaler.step; GradScaler forwards keyword arguments:
-    scaler.step(opt, loss=loss)        # on inf/NaN gradients GradScaler does not call step at all
-    opt.step(loss, skip=True)          # an explicit no-op step: no state changes at all
-
-``step()`` requires the loss unless ``line_search='none'``; a non-finite loss skips the step (no state
-change) and counts it in ``stats()['skipped']``. A callable is accepted as a closure.
+Adya, Palakkode, Tuzel, arXiv 1812.02886; the reference is the official TF1 code ``apple/ml-ncg``
+(``ncg_core_tfop.py``). One step: gradient (+ L2) → diagonal BFGS preconditioner M (clamped) →
+preconditioned residual z = M⊙(−g) → β (FR or PR+, divided once by ρ_old, clamped to [0, 1]) →
+direction d = z + β·d_old → a loss-driven line search on a global ``base_lr`` that may take back
+part of the previous step → θ ← θ + Δθ. Every inner product is global: the parameters live in one
+flat vector per buffer (six of them, the size of the model), identical on every replica. The
+formulas, the reference's semantics where its code is ambiguous, and the line-search table are in
+docs/algorithms.md, "NLCG"; :class:`NLCG` documents the calling convention (the step needs the
+all-reduced loss).
 """
 
 from __future__ import annotations
@@ -184,6 +135,14 @@ def revert_step(d: Tensor, t_new: float, prev_step: Tensor, removal: float, out:
 
 class NLCG(Optimizer):
     """Stochastic preconditioned nonlinear CG (apple/ml-ncg semantics; see the module docstring).
+
+    Calling convention: ``loss.backward(); opt.step(loss)`` — the line search needs the loss (a
+    float or a 0-d tensor; under DDP all-reduce it first, so every rank computes the same
+    ``base_lr``). Under AMP ``scaler.step(opt, loss=loss)`` (GradScaler forwards the keyword and
+    skips the call on inf gradients); ``opt.step(loss, skip=True)`` is an explicit no-op. A
+    non-finite loss skips the step without changing any state and counts it in
+    ``stats()['skipped']``. Buffers: h, g_old, z, d, Δθ_prev and a gradient workspace, each the
+    size of the model, float32 (float64 when a parameter is).
 
     Args:
         params: parameters or param groups (each group may set ``lr`` and ``weight_decay``).

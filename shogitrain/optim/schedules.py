@@ -1,21 +1,12 @@
 """Optimizer and learning-rate schedule factories.
 
-:func:`build_optimizer` makes one of ``sgd | adam | adamw | radam | nlcg`` from torch.optim (and
-:class:`~shogitrain.optim.nlcg.NLCG`), with weight decay switched off for the parameters in the
-model's ``no_decay_groups`` (names from ``model.parameter_groups()``, docs/internals.md) — two param
-groups tagged ``"decay"`` / ``"no_decay"``.
-
-:func:`build_scheduler` composes torch.optim.lr_scheduler pieces: ``LinearLR`` warmup, then
-``ConstantLR`` (constant), ``MultiStepLR`` (step) or ``CosineAnnealingLR`` (cosine), joined by
-``SequentialLR``.
-
-Units. The scheduler advances once per ``scheduler.step()`` call and the caller decides when to call
-it — after every optimizer step ("per-step") or once per epoch ("per-epoch"). ``total_steps``,
-``warmup_steps``, ``step_size`` and ``milestones`` are given in *units* and ``steps_per_unit`` says how
-many ``.step()`` calls make one unit: per-epoch stepping with lengths in epochs → 1 (default);
-per-step stepping with lengths in epochs → iterations per epoch; lengths already in steps → 1.
-After ``k`` calls the lr is the schedule's value at ``k / steps_per_unit`` units. Do not step past
-``total_steps`` with 'cosine' (``CosineAnnealingLR`` is periodic and would rise again).
+:func:`build_optimizer` makes one of ``sgd | adam | adamw | radam | nlcg`` with weight decay off for
+the parameters of the model's ``no_decay_groups`` (two param groups, ``"decay"`` / ``"no_decay"``).
+:func:`build_scheduler` composes torch's schedulers: ``LinearLR`` warm-up, then constant, step
+(``MultiStepLR``) or cosine, joined by ``SequentialLR``. Lengths are given in *units* and
+``steps_per_unit`` says how many ``scheduler.step()`` calls make one (the caller steps per
+optimizer step or per epoch); after k calls the rate is the schedule's value at k/steps_per_unit
+units. Do not step a cosine schedule past ``total_steps``: torch's is periodic and would rise again.
 """
 
 from __future__ import annotations
@@ -78,7 +69,7 @@ def build_optimizer(
     * ``adam``: ``Adam(lr, betas, eps, weight_decay, decoupled_weight_decay)``;
     * ``adamw``: ``AdamW(lr, betas, eps, weight_decay)`` (always decoupled);
     * ``radam``: ``RAdam(lr, betas, eps, weight_decay, decoupled_weight_decay)``
-      (algorithms.md §4: decoupled = the authors' form; torch's default is L2);
+      (docs/algorithms.md, "RAdam": decoupled = the authors' form; torch's default is L2);
     * ``nlcg``: ``NLCG(lr, weight_decay, decoupled_weight_decay, **nlcg_options)``.
 
     Parameters in ``no_decay_groups`` go to a second param group with ``weight_decay=0``; groups

@@ -16,7 +16,7 @@ from shogitrain.records.game import GameRecord, RecordError
 from shogitrain.records.text import iter_chunks, load_text
 from shogitrain.shogi.position import STATE_SIZE, BadMove, IllegalMove, Position
 from shogitrain.names import DEFAULT_MAX_MOVES
-from shogitrain.shogi.rules import GameEnd
+from shogitrain.shogi.rules import move_limit_end, repetition_end
 from shogitrain.shogi.vocabulary import (
     CSA_PIECE, FU, GI, HI, KA, KE, KI, KY, OU, STARTPOS_SFEN, WHITE_OFFSET, on_board, parse_sfen, square,
 )
@@ -268,29 +268,30 @@ def _parse_game(lines: list[str], first: int, source, positions: bool = False,
     except ValueError as e:
         raise _Skip(first + max(start - 1, 0), f"bad start position: {e}") from None
     rec = GameRecord(sfen=pos.sfen(), source=source, line=first)
-    snaps = bytearray() if positions else None
+    snaps = bytearray()
     _read_moves(lines, start, first, pos, h, rec, snaps, max_moves)
-    if snaps is not None:
+    if positions:
         rec.positions = bytes(snaps)
     return rec
 
 
-def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord, snaps=None,
+def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord, snaps: bytearray | None = None,
                 max_moves: int = DEFAULT_MAX_MOVES):
-    """Replay the move section into ``rec``; with ``snaps`` (a bytearray), the state before each kept move
-    (``STATE_SIZE`` bytes each) is appended to it.
+    """Replay the move section into ``rec``, appending the state before each kept move (``STATE_SIZE``
+    bytes each) to ``snaps``; a game that the rules end (the fourth repetition, the move limit) is
+    cut there.
 
     Every move is played by :meth:`Position.push`, whose legality checks are cross-checked against
     python-shogi. Long on purpose: the common lines (a plain move, a score comment, a time line) take
     an inlined fast path before the general statement parser; prepare spends most of its time here.
     """
+    snaps = bytearray() if snaps is None else snaps
     moves = rec.moves
     moves_append = moves.append
     sc = {}              # number of moves played → score of the last of them
     last_scored = 0      # the largest key of sc (sc only grows at the end)
     problems = h.problems
     state = pos.st
-    snap = snaps is not None
     start_turn = pos.turn
     stopped = False      # an illegal/unreadable move ended the replay
     stop_index = -1      # index in the record's move count of the rejected move
@@ -299,23 +300,21 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
     token_recorded = 0
     after_end = False
     clean = True         # not stopped and not after the end: the fast path applies
-    game_end = GameEnd(pos, h.max_moves or max_moves)
+    limit = h.max_moves or max_moves
 
     def play(move: str, line_no: int) -> None:
         """Play one move line; an illegal or unreadable one ends the replay (the game is kept before it),
         and so do the fourth repetition and the move limit (the game itself ended there)."""
         nonlocal stopped, clean, extra, stop_index
-        if game_end.limit_reached(len(moves)):
+        if len(moves) >= limit:  # the game ended before this move
             stopped, clean = True, False
             extra += 1
             return
-        if snap:
-            snaps.extend(state)
+        snaps.extend(state)
         try:
             moves_append(pos.push(move))
         except IllegalMove as e:
-            if snap:
-                del snaps[-STATE_SIZE:]
+            del snaps[-STATE_SIZE:]
             stopped = True
             clean = False
             extra += 1
@@ -323,8 +322,6 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
             problems.append((line_no, f"{'unreadable' if isinstance(e, BadMove) else 'illegal'} "
                                       f"move {move[:20]!r}: {e}; game kept up to the move before"))
             return
-        if game_end.after_move(pos):
-            stopped, clean = True, False
 
     n = len(lines)
     for idx in range(start, n):
@@ -410,6 +407,18 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
                 break
             else:
                 problems.append((ln, f"unrecognised statement {st[:40]!r}"))
+    # ---- the rules' end, when the record runs on past it ----
+    end = repetition_end(bytes(snaps) + bytes(state))
+    if end is None and len(moves) >= limit and extra:
+        end = move_limit_end(limit)
+    if end is not None and (end.moves < len(moves) or extra):
+        extra += len(moves) - end.moves
+        del moves[end.moves:]
+        del snaps[end.moves * STATE_SIZE:]
+        problems.append((None, f"{end.why} after move {end.moves}: the game ends there ({extra} more move "
+                               "line(s) of the record ignored)"))
+    else:
+        end = None
     # ---- result ----
     rec.scores = [None] * len(moves)
     for k, v in sc.items():
@@ -432,10 +441,8 @@ def _read_moves(lines, start, first, pos: Position, h: _Header, rec: GameRecord,
         winner, known = _winner_from_token(token, mover)
         if not known:
             problems.append((None, f"unknown ending {token!r}: winner None"))
-    if game_end.ended and extra:  # the record runs on past the end of the game
-        endgame, winner, why = game_end.outcome()
-        problems.append((None, f"{why} after move {len(moves)}: the game ends there ({extra} more move "
-                               "line(s) of the record ignored)"))
+    if end is not None:
+        endgame, winner = end.endgame, end.winner
     rec.endgame = endgame
     rec.winner = winner
     rec.problems = problems

@@ -48,7 +48,7 @@ def read_kif(path_or_text, *, max_moves: int = DEFAULT_MAX_MOVES) -> list[GameRe
             raise RecordError(source, None, f"bad start position: {e}") from None
         rec = GameRecord(sfen=pos.sfen(), source=source, line=1)
         rec.problems.extend(file_problems)
-        rec.moves, problem, game_end = replay_usi(pos, summary["moves"], max_moves)
+        rec.moves, problem, end = replay_usi(pos, summary["moves"], max_moves)
         if problem is not None:
             number, why = problem
             m = next((m for m in _MOVE_NO_RE.finditer(text) if int(m.group(1)) == number), None)
@@ -65,7 +65,7 @@ def read_kif(path_or_text, *, max_moves: int = DEFAULT_MAX_MOVES) -> list[GameRe
                 loser = 1 - (rec.winner if rec.winner is not None else 0)
                 token = "%+ILLEGAL_ACTION" if loser == 0 else "%-ILLEGAL_ACTION"
             rec.endgame = token
-        if game_end.ended and problem is not None:  # the record runs on past the end of the game
-            rec.endgame, rec.winner, _ = game_end.outcome()
+        if end is not None:  # the record runs on past the end of the game
+            rec.endgame, rec.winner = end.endgame, end.winner
         games.append(rec)
     return games

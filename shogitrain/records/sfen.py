@@ -63,11 +63,11 @@ def parse_position_line(line: str, lineno: int | None = None, source=None,
     if rest and rest[0] != "moves":
         raise RecordError(source, lineno, f"expected 'moves', got {rest[0][:20]!r}")
     rec = GameRecord(sfen=sfen, source=source, line=lineno)
-    rec.moves, problem, game_end = replay_usi(pos, rest[1:], max_moves)
+    rec.moves, problem, end = replay_usi(pos, rest[1:], max_moves)
     if problem is not None:
         rec.problems.append((lineno, problem[1]))
-        if game_end.ended:
-            rec.endgame, rec.winner, _ = game_end.outcome()
+    if end is not None:
+        rec.endgame, rec.winner = end.endgame, end.winner
     rec.scores = [None] * len(rec.moves)
     return rec
 

@@ -1,4 +1,4 @@
-"""dlshogi's bootstrap training loss (DeepLearningShogi, Feb 2021; see docs/blog-experiment.md).
+"""dlshogi's bootstrap training loss (DeepLearningShogi, Feb 2021; see docs/experiment-2021.md).
 
 For a batch of N positions, with everything from the side to move::
 

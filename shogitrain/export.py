@@ -120,7 +120,8 @@ def check_positions(n: int = CHECK_POSITIONS, seed: int = 0,
         return x1.float().cpu(), x2.float().cpu(), f"{len(sfens)} opening positions ({OPENINGS.name})"
     g = torch.Generator().manual_seed(seed)
     x1 = (torch.rand(n, FEATURES1, 9, 9, generator=g) < 0.06).float()
-    x2 = (torch.rand(n, input2_planes, 1, 1, generator=g) < 0.05).float().expand(n, input2_planes, 9, 9).contiguous()
+    x2 = (torch.rand(n, input2_planes, 1, 1, generator=g) < 0.05).float()
+    x2 = x2.expand(n, input2_planes, 9, 9).contiguous()
     why = "feature encoder not importable" if features_from_sfens is None else f"no opening lines read from {OPENINGS}"
     return x1, x2, f"{n} random 0/1 positions ({why})"
 

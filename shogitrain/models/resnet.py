@@ -3,14 +3,14 @@
 One layout for all (module names are part of the checkpoint format): ``stem`` (features1_3x3 and
 features1_1x1 on x1, features2_1x1 on x2 — 57 planes, or 119 with the entering-king features —,
 summed), ``blocks[i]`` (an nn.Sequential of residual blocks), ``final_act``, ``policy_head`` (1×1
-conv to 27 planes flattened channel-major to the 2187 move labels, plus a bias) and ``value_head`` (1×1 conv → [norm] → act → fc1 → act → fc2, a logit).
-Each ``arch`` is a :class:`Recipe` chosen once: ``'bn'`` is dlshogi's resnet10_swish (7,346,562
-parameters at 10×192); ``'nf'`` a Normalizer-Free ResNet as the papers describe it (WS convs, γ on
-the activations, α/β signal bookkeeping, SkipInit, a fixed stem standardisation); ``'nf-blog'``
-the published 2021 code line for line, whose residual branch is the linear map conv2(x)
-(7,347,340 parameters). ``model.fused()`` folds BN, WS, γ, α and the skip gains away for
-inference (the same outputs within 1e-5 in float32). The formulas, the stem-scale measurement and
-the fusion are in docs/algorithms.md, "NF-ResNet".
+conv to 27 planes flattened channel-major to the 2187 move labels, plus a bias) and ``value_head``
+(1×1 conv → [norm] → act → fc1 → act → fc2, a logit). Each ``arch`` is a :class:`Recipe` chosen
+once: ``'bn'`` is dlshogi's resnet10_swish (7,346,562 parameters at 10×192); ``'nf'`` a
+Normalizer-Free ResNet as the papers describe it (WS convs, γ on the activations, α/β signal
+bookkeeping, SkipInit, a fixed stem standardisation); ``'nf-blog'`` the published 2021 code line for
+line, whose residual branch is the linear map conv2(x) (7,347,340 parameters). ``model.fused()``
+folds BN, WS, γ, α and the skip gains away for inference (the same outputs within 1e-5 in float32).
+The formulas, the stem-scale measurement and the fusion are in docs/algorithms.md, "NF-ResNet".
 """
 
 from __future__ import annotations

@@ -106,17 +106,25 @@ def _game_filter(draws, endings, min_moves, min_rating, require_eval, mate_score
 @_filter_options
 @click.option("--dedupe", is_flag=True, help="Drop repeated games (same start position and moves).")
 @click.option("--dedupe-test", is_flag=True, help="Drop test positions that also occur in the train split.")
+@click.option("--average-duplicates", is_flag=True,
+              help="Merge identical train positions into one, averaging policy, value and result "
+                   "(dlshogi's --use_average).")
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="hcpe3: temperature on the visit counts of the policy targets (dlshogi's --temperature).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a dataset (or an empty directory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def prepare(inputs, out, test_fraction, test_data, seed, workers, dedupe, dedupe_test, overwrite, quiet,
-            **filters):
-    """Convert game records (CSA, KIF, SFEN lines, hcpe) in INPUTS (files or directories) into shards."""
+def prepare(inputs, out, test_fraction, test_data, seed, workers, dedupe, dedupe_test, average_duplicates,
+            temperature, overwrite, quiet, **filters):
+    """Convert game records (CSA, KIF, SFEN lines, hcpe, hcpe3; also inside .zip / .tar[.gz|.xz|.bz2] /
+    .7z archives) in INPUTS (files or directories) into shards."""
+    from dataclasses import replace
+
     from shogitrain.prepare import prepare as run_prepare, summarize
 
     report = run_prepare(
         inputs, out, test_fraction=test_fraction, seed=seed, workers=workers or None, test_data=test_data,
-        game_filter=_game_filter(**filters), dedupe=dedupe, dedupe_test=dedupe_test, overwrite=overwrite,
-        progress=not quiet,
+        game_filter=replace(_game_filter(**filters), temperature=temperature), dedupe=dedupe,
+        dedupe_test=dedupe_test, average_duplicates=average_duplicates, overwrite=overwrite, progress=not quiet,
     )
     click.echo(summarize(report, out))
 
@@ -251,6 +259,20 @@ def compare(run_dirs, out, names, match_dirs):
     report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None,
                           [Path(d) for d in match_dirs])
     click.echo(f"report: {report}")
+
+
+@main.command(name="export-data")
+@click.argument("dataset", type=click.Path())
+@click.option("--format", "fmt", required=True, type=click.Choice(["hcpe", "hcpe3"]), help="dlshogi's file format.")
+@click.option("--split", default="train", show_default=True, type=click.Choice(["train", "test"]))
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output file.")
+def export_data(dataset, fmt, split, out):
+    """Write a split of a prepared DATASET as dlshogi's hcpe or hcpe3, for dlshogi's own trainer."""
+    from shogitrain.shards.export_data import export_data as write_split
+
+    result = write_split(dataset, fmt, split, out)
+    games = f", {result['games']} games" if fmt == "hcpe3" else ""
+    click.echo(f"{result['path']} ({fmt}): {result['positions']} positions{games} from {dataset} [{split}]")
 
 
 @main.command()

@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
-from shogitrain.names import (ACTIVATIONS, AMP_MODES, ARCH_OPTIONS, ARCHS, CLIP_MODES, EVAL_SCALE, OPTIMIZERS,
-                              PARAMETER_GROUPS, SCHEDULES, VALUE_LAMBDA)
+from shogitrain.names import (ACTIVATIONS, AMP_MODES, ARCH_OPTIONS, ARCHS, CLIP_MODES, EVAL_SCALE, INPUT2_PLANES,
+                              OPTIMIZERS, PARAMETER_GROUPS, SCHEDULES, VALUE_LAMBDA)
 
 __all__ = [
     "ClipConfig",
@@ -99,6 +99,7 @@ class ModelConfig:
     channels: int = 192
     fc_units: int = 256
     activation: str = "silu"  # one of ACTIVATIONS
+    input2_planes: Literal[INPUT2_PLANES] = 57  # 119: dlshogi's entering-king (NYUGYOKU) features
     options: dict[str, Any] = field(default_factory=dict)  # extra build_model(**options)
 
 
@@ -299,8 +300,9 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
             for text in (("on", "yes", "true") if value else ("off", "no", "false")):
                 if text in choices:
                     return text
-        if isinstance(value, str) and value in choices:
-            return value
+        for choice in args:   # strings as they are; numbers (model.input2_planes) also from --set text
+            if not isinstance(value, bool) and str(choice) == str(value):
+                return choice
         text = str(value)
         close = difflib.get_close_matches(text, choices, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

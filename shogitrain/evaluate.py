@@ -28,6 +28,7 @@ class OnnxModel(nn.Module):
     def __init__(self, net):
         super().__init__()
         self.net = net
+        self.config = {"input2_planes": net.input2_planes}   # the features to feed it (57 or 119)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         policy, value = self.net.run(x1.float().cpu().numpy(), x2.float().cpu().contiguous().numpy())

@@ -1,6 +1,7 @@
 """Export a checkpoint to ONNX or TorchScript with dlshogi's input/output contract, and prove parity.
 
-dlshogi's engines load a network with inputs ``input1`` [N,62,9,9] and ``input2`` [N,57,9,9] (float32)
+dlshogi's engines load a network with inputs ``input1`` [N,62,9,9] and ``input2`` [N,57,9,9] (float32;
+[N,119,9,9] for a net trained on the entering-king features, ``model.input2_planes: 119``)
 and outputs ``output_policy`` [N,2187] (logits) and ``output_value`` [N,1] (the value logit through a
 sigmoid), axis 0 dynamic and named ``batch_size``. ``export_model`` rebuilds the checkpoint's model,
 folds BatchNorm / weight standardisation / gains away (``model.fused()``), wraps it in that contract,
@@ -106,7 +107,8 @@ def _opening_sfens(n: int, path: Path = OPENINGS) -> list[str] | None:
     return sfens or None
 
 
-def check_positions(n: int = CHECK_POSITIONS, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+def check_positions(n: int = CHECK_POSITIONS, seed: int = 0,
+                    input2_planes: int = FEATURES2) -> tuple[torch.Tensor, torch.Tensor, str]:
     """``(x1, x2, source)``: features of real opening positions, else sparse random 0/1 planes."""
     try:
         from shogitrain.features import features_from_sfens
@@ -114,20 +116,21 @@ def check_positions(n: int = CHECK_POSITIONS, seed: int = 0) -> tuple[torch.Tens
         features_from_sfens = None
     sfens = _opening_sfens(n, OPENINGS) if features_from_sfens is not None else None
     if sfens:
-        x1, x2 = features_from_sfens(sfens)
+        x1, x2 = features_from_sfens(sfens, input2_planes=input2_planes)
         return x1.float().cpu(), x2.float().cpu(), f"{len(sfens)} opening positions ({OPENINGS.name})"
     g = torch.Generator().manual_seed(seed)
     x1 = (torch.rand(n, FEATURES1, 9, 9, generator=g) < 0.06).float()
-    x2 = (torch.rand(n, FEATURES2, 1, 1, generator=g) < 0.05).float().expand(n, FEATURES2, 9, 9).contiguous()
+    x2 = (torch.rand(n, input2_planes, 1, 1, generator=g) < 0.05).float()
+    x2 = x2.expand(n, input2_planes, 9, 9).contiguous()
     why = "feature encoder not importable" if features_from_sfens is None else f"no opening lines read from {OPENINGS}"
     return x1, x2, f"{n} random 0/1 positions ({why})"
 
 
-def _check_shapes(x1: torch.Tensor, x2: torch.Tensor) -> None:
+def _check_shapes(x1: torch.Tensor, x2: torch.Tensor, planes2: int = FEATURES2) -> None:
     if x1.dim() != 4 or tuple(x1.shape[1:]) != (FEATURES1, 9, 9):
         raise ExportError(f"check input1 must be [N,{FEATURES1},9,9], got {list(x1.shape)}")
-    if x2.dim() != 4 or tuple(x2.shape[1:]) != (FEATURES2, 9, 9) or x2.shape[0] != x1.shape[0]:
-        raise ExportError(f"check input2 must be [N,{FEATURES2},9,9] with N = {x1.shape[0]}, got {list(x2.shape)}")
+    if x2.dim() != 4 or tuple(x2.shape[1:]) != (planes2, 9, 9) or x2.shape[0] != x1.shape[0]:
+        raise ExportError(f"check input2 must be [N,{planes2},9,9] with N = {x1.shape[0]}, got {list(x2.shape)}")
     if x1.shape[0] < 1:
         raise ExportError("check inputs hold no positions")
 
@@ -218,7 +221,8 @@ def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None, weights
     """Write ``checkpoint_path``'s network as ``fmt`` ('onnx' | 'torchscript') to ``out_path``.
 
     The written file is run on ``check_inputs`` (``(x1 [N,62,9,9], x2 [N,57,9,9])``; default: 64
-    opening positions) and on its first position alone (a batch of 1: the batch axis is dynamic),
+    opening positions; x2 has 119 planes for a net with ``input2_planes`` 119) and on its first
+    position alone (a batch of 1: the batch axis is dynamic),
     and compared with the unfused PyTorch model. Returns ``{'format', 'path', 'weights', 'max_abs_diff_policy',
     'max_abs_diff_value', 'positions', 'inputs'}``; raises :class:`ExportError` for an unusable
     checkpoint, a missing onnxruntime, or a difference above 1e-4 or a non-finite output (the file
@@ -238,13 +242,14 @@ def export_model(checkpoint_path, fmt: str, out_path, check_inputs=None, weights
         except ImportError as e:
             raise ExportError(f"ONNX export needs onnxruntime for its parity check ({e}); {INSTALL_HINT}") from None
     model = load_model(checkpoint_path, weights)
+    planes2 = model.config.get("input2_planes", FEATURES2)
 
     if check_inputs is None:
-        x1, x2, source = check_positions()
+        x1, x2, source = check_positions(input2_planes=planes2)
     else:
         x1, x2 = (torch.as_tensor(t).detach().float().cpu().contiguous() for t in check_inputs)
         source = f"{x1.shape[0]} given positions"
-    _check_shapes(x1, x2)
+    _check_shapes(x1, x2, planes2)
 
     reference = DlshogiNet(model).eval()
     with torch.no_grad():

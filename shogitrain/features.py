@@ -2,7 +2,9 @@
 
 The encoder runs on the device that trains (CPU or CUDA, same code, no Python loop over
 positions). It matches ``cshogi.dlshogi.make_input_features`` / ``make_move_label`` (cshogi 1.1.0)
-element for element; the exact definition is in ``docs/features-spec.md``.
+element for element; the exact definition is in ``docs/features-spec.md``. ``input2_planes=119``
+adds dlshogi's ``NYUGYOKU_FEATURES`` (cshogi's ``use_nyugyoku_features(True)``): per side, 31 planes
+on entering-king declaration (king in the enemy camp, pieces there, points), see :func:`_nyugyoku`.
 
 How the planes are computed (two frames per position, file-packed bitboards, Kogge-Stone slider
 fills, a bit-sliced attack counter, table-driven expansion; chunks on CPU): docs/features-spec.md,
@@ -16,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from shogitrain.names import FEATURES1_PLANES, FEATURES2_PLANES
+from shogitrain.names import FEATURES1_PLANES, FEATURES2_PLANES, INPUT2_PLANES, NYUGYOKU_PLANES
 from shogitrain.shards import format as fmt
 from shogitrain.shogi import vocabulary as vocab
 
@@ -358,36 +360,70 @@ def _run_chunks(n: int, device: torch.device, encode_chunk) -> None:
         encode_chunk(slice(s, min(s + size, n)))
 
 
-def _outputs(n: int, device, dtype, out, expand_x2: bool):
+def _nyugyoku(board: torch.Tensor, hand: torch.Tensor, turn: torch.Tensor, out: torch.Tensor) -> None:
+    """dlshogi's NYUGYOKU_FEATURES into ``out`` ([b, 62] bool): 31 planes per side, the side to move's
+    first. For the side c with enemy camp E (ranks a–c for Black, g–i for White): plane 0 its king is
+    in E; planes 1…10 one-hot at 1 + r, r = 10 − (its other pieces in E); planes 11…30 one-hot at
+    11 + r, r = (28 Black / 27 White) − points, points = small pieces in E and in hand + 5 × (bishops
+    and rooks, promoted or not, in E and in hand). As cshogi 1.1.0 (the oracle) a plane is set only
+    for 0 ≤ r < 10 (20); DeepLearningShogi's own code sets the first plane for r < 0 as well."""
+    n = board.shape[0]
+    code = board.to(torch.int64)
+    rank = torch.arange(81, device=board.device) % 9
+    camp = torch.stack([rank <= 2, rank >= 6])                          # [2, 81]: Black's, White's
+    kind = code & 15
+    big = (kind == vocab.KA) | (kind == vocab.HI) | (kind == vocab.UM) | (kind == vocab.RY)
+    planes = torch.zeros(n, 2, 31, dtype=torch.bool, device=board.device)
+    rows = torch.arange(n, device=board.device)
+    for c in (0, 1):
+        mine = (code != 0) & ((code >> 4) == c) & camp[c]
+        king = (mine & (kind == vocab.OU)).any(1)
+        pieces = mine.sum(1) - king.to(torch.int64)
+        big_pieces = (mine & big).sum(1)
+        h = hand[:, c].to(torch.int64)                                   # FU KY KE GI KI KA HI
+        points = pieces - big_pieces + h[:, :5].sum(1) + 5 * (big_pieces + h[:, 5] + h[:, 6])
+        rest_field, rest_points = 10 - pieces, (28 - c) - points
+        planes[:, c, 0] = king
+        planes[rows, c, 1 + rest_field.clamp(0, 9)] |= (rest_field >= 0) & (rest_field < 10)
+        planes[rows, c, 11 + rest_points.clamp(0, 19)] |= (rest_points >= 0) & (rest_points < 20)
+    own_first = torch.where(turn.view(n, 1, 1).bool(), planes.flip(1), planes)
+    out.copy_(own_first.reshape(n, NYUGYOKU_PLANES))
+
+
+def _outputs(n: int, device, dtype, out, expand_x2: bool, planes2: int = FEATURES2_PLANES):
     """(x1, x2 or None) to write: fresh, or the caller's ``out`` checked."""
     if out is None:
         x1 = torch.empty(n, FEATURES1_PLANES, 9, 9, dtype=dtype, device=device)
-        x2 = torch.empty(n, FEATURES2_PLANES, 9, 9, dtype=dtype, device=device) if expand_x2 else None
+        x2 = torch.empty(n, planes2, 9, 9, dtype=dtype, device=device) if expand_x2 else None
         return x1, x2
     x1, x2 = out
     if x2 is None and expand_x2:
         raise ValueError("out=(x1, None) needs expand_x2=False")
     if x1.shape != (n, FEATURES1_PLANES, 9, 9) or not x1.is_contiguous() or x1.device != device:
         raise ValueError("out x1 must be a contiguous [B, 62, 9, 9] tensor on the encoding device")
-    if x2 is not None and (x2.shape != (n, FEATURES2_PLANES, 9, 9) or not x2.is_contiguous()
+    if x2 is not None and (x2.shape != (n, planes2, 9, 9) or not x2.is_contiguous()
                            or x2.dtype != x1.dtype or x2.device != device):
-        raise ValueError("out x2 must be a contiguous [B, 57, 9, 9] tensor of x1's dtype and device")
+        raise ValueError(f"out x2 must be a contiguous [B, {planes2}, 9, 9] tensor of x1's dtype and device")
     return x1, (x2 if expand_x2 else None)
 
 
-def _encode(board, hand, turn, move16, dtype, out, expand_x2: bool):
+def _encode(board, hand, turn, move16, dtype, out, expand_x2: bool, planes2: int = FEATURES2_PLANES):
     """-> (x1, x2, labels or None); see :func:`encode_board`."""
+    if planes2 not in INPUT2_PLANES:
+        raise ValueError(f"input2_planes must be one of {INPUT2_PLANES}, not {planes2}")
     device = board.device
     n = board.shape[0]
     if out is not None:
         dtype = out[0].dtype
     k = _Consts.get(device, dtype)
-    x1, x2 = _outputs(n, device, dtype, out, expand_x2)
-    small = torch.empty(n, FEATURES2_PLANES, dtype=torch.bool, device=device)
+    x1, x2 = _outputs(n, device, dtype, out, expand_x2, planes2)
+    small = torch.empty(n, planes2, dtype=torch.bool, device=device)
     labels = None if move16 is None else torch.empty(n, dtype=torch.int64, device=device)
 
     def encode_chunk(s: slice) -> None:
-        _encode_chunk(board[s], hand[s], turn[s], k, x1[s], small[s])
+        _encode_chunk(board[s], hand[s], turn[s], k, x1[s], small[s, :FEATURES2_PLANES])
+        if planes2 > FEATURES2_PLANES:
+            _nyugyoku(board[s], hand[s].reshape(-1, 2, 7), turn[s], small[s, FEATURES2_PLANES:])
         if x2 is not None:        # each plane is all zeros or all ones: one 81-wide table row
             torch.index_select(k.lut2, 0, small[s].reshape(-1).to(torch.int32), out=x2[s].view(-1, 81))
         if labels is not None:
@@ -395,12 +431,13 @@ def _encode(board, hand, turn, move16, dtype, out, expand_x2: bool):
 
     _run_chunks(n, device, encode_chunk)
     if x2 is None:                # [B, 57, 9, 9] view, stride 0 over the cells
-        x2 = small.to(x1.dtype).view(n, FEATURES2_PLANES, 1, 1).expand(n, FEATURES2_PLANES, 9, 9)
+        x2 = small.to(x1.dtype).view(n, planes2, 1, 1).expand(n, planes2, 9, 9)
     return x1, x2, labels
 
 
 def encode_board(board: torch.Tensor, hand: torch.Tensor, turn: torch.Tensor,
-                 dtype: torch.dtype = torch.float32, out=None, expand_x2: bool = True):
+                 dtype: torch.dtype = torch.float32, out=None, expand_x2: bool = True,
+                 input2_planes: int = FEATURES2_PLANES):
     """dlshogi features of a batch.
 
     board uint8 [B, 81] (cshogi piece codes, Black's view), hand uint8 [B, 2, 7] (FU KY KE GI KI KA
@@ -410,9 +447,10 @@ def encode_board(board: torch.Tensor, hand: torch.Tensor, turn: torch.Tensor,
     fill instead (saves the page faults of fresh large CPU allocations).
     ``expand_x2=False``: x2 comes back as a broadcast view (stride 0 over the 81 cells, every
     plane of features2 is constant) instead of a materialized tensor — same values, no 57 × 81
-    writes a position; ``out`` then only needs x1 (``out=(x1, None)``).
+    writes a position; ``out`` then only needs x1 (``out=(x1, None)``). ``input2_planes=119``: x2 is
+    [B, 119, 9, 9] with dlshogi's entering-king planes after the 57.
     """
-    x1, x2, _ = _encode(board, hand.reshape(-1, 2, 7), turn, None, dtype, out, expand_x2)
+    x1, x2, _ = _encode(board, hand.reshape(-1, 2, 7), turn, None, dtype, out, expand_x2, input2_planes)
     return x1, x2
 
 
@@ -485,12 +523,13 @@ def _fields(rows: np.ndarray) -> np.ndarray:
 
 
 def encode_rows(rows: np.ndarray, device="cpu", non_blocking: bool = False,
-                dtype: torch.dtype = torch.float32, out=None, expand_x2: bool = True):
+                dtype: torch.dtype = torch.float32, out=None, expand_x2: bool = True,
+                input2_planes: int = FEATURES2_PLANES):
     """Shard rows (POSITION_DTYPE) -> ``(x1, x2, labels)`` on ``device``.
 
     The compact rows (107 bytes a position) go to the device as one byte tensor (pinned first
-    when the device is CUDA) and are encoded there. ``dtype``, ``out``, ``expand_x2``: as in
-    :func:`encode_board`.
+    when the device is CUDA) and are encoded there. ``dtype``, ``out``, ``expand_x2``,
+    ``input2_planes``: as in :func:`encode_board`.
     """
     device = _resolve_device(device)
     raw = torch.from_numpy(_fields(rows))
@@ -503,13 +542,13 @@ def encode_rows(rows: np.ndarray, device="cpu", non_blocking: bool = False,
     hand = raw[:, oh:oh + 14].reshape(-1, 2, 7)
     turn = raw[:, ot]
     move16 = raw[:, om].to(torch.int32) | (raw[:, om + 1].to(torch.int32) << 8)
-    return _encode(board, hand, turn, move16, dtype, out, expand_x2)
+    return _encode(board, hand, turn, move16, dtype, out, expand_x2, input2_planes)
 
 
-def features_from_sfens(sfens: Sequence[str], device="cpu"):
-    """(x1 float [B, 62, 9, 9], x2 float [B, 57, 9, 9]) of SFEN positions (``startpos`` accepted)."""
+def features_from_sfens(sfens: Sequence[str], device="cpu", input2_planes: int = FEATURES2_PLANES):
+    """(x1 float [B, 62, 9, 9], x2 float [B, 57 or 119, 9, 9]) of SFEN positions (``startpos`` accepted)."""
     rows = fmt.rows_from_sfens(sfens)
-    x1, x2, _ = encode_rows(rows, device=device)
+    x1, x2, _ = encode_rows(rows, device=device, input2_planes=input2_planes)
     return x1, x2
 
 

@@ -33,6 +33,9 @@ CLIP_MODES = ("none", "norm", "agc")
 # dlshogi's input and output sizes: features1 planes, features2 planes, policy = 27 directions × 81 squares.
 FEATURES1_PLANES = 62
 FEATURES2_PLANES = 57
+# dlshogi's NYUGYOKU_FEATURES build adds 2 × 31 entering-king planes to features2 (model.input2_planes).
+NYUGYOKU_PLANES = 62
+INPUT2_PLANES = (FEATURES2_PLANES, FEATURES2_PLANES + NYUGYOKU_PLANES)   # 57, 119
 MOVE_DIRECTIONS = 27
 SQUARES = 81
 POLICY_SIZE = MOVE_DIRECTIONS * SQUARES  # 2187

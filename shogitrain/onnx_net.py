@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shogitrain.names import FEATURES1_PLANES, FEATURES2_PLANES, POLICY_SIZE
+from shogitrain.names import FEATURES1_PLANES, FEATURES2_PLANES, INPUT2_PLANES, POLICY_SIZE
 
 INPUT_NAMES = ("input1", "input2")
 OUTPUT_NAMES = ("output_policy", "output_value")
 INSTALL_HINT = "install it with: pip install 'shogitrain[export]'"
-INPUT2_PLANES = (FEATURES2_PLANES, 119)  # 119: dlshogi's NYUGYOKU_FEATURES build
 
 
 class OnnxNetError(Exception):

@@ -1,7 +1,9 @@
 """`shogitrain prepare`: game records → filtered, split, compact position shards.
 
 Files are read and converted in worker processes (tasks of about 1 MB of files; a CSA file larger
-than ``PIECE_BYTES`` is cut into pieces at its game separators); the main process assigns
+than ``PIECE_BYTES`` is cut into pieces at its game separators, an hcpe / hcpe3 file larger than
+``BINARY_PIECE_BYTES`` at game boundaries; archive members are work items of their own, read by the
+worker from a zip or tar and handed over by the main process from a compressed stream); the main process assigns
 game ids, deduplicates, writes shards as they fill and a per-game table, and streams, so peak memory
 does not grow with the input. The split is decided per game from a seeded hash of the game itself,
 so it is deterministic and independent of the order of processing. Everything is written into a
@@ -19,20 +21,25 @@ import struct
 import sys
 import tempfile
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from shogitrain import __version__
+from shogitrain.records.archives import (
+    ArchiveError, ArchiveMember, archive_kind, archive_members, close_archives, require_support,
+)
 from shogitrain.files import WriteError, exclusive_lock, printable, remove_stale_temps, temp_name, write_error
 from shogitrain.records.filters import GameFilter
 from shogitrain.shards.convert import games_rows
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE
+from shogitrain.shards.targets import TargetWriter, attach_target_files
 from shogitrain.shards.writer import SHARD_ROWS, ShardWriter
 
-RECORD_SUFFIXES = {".csa", ".kif", ".kifu", ".sfen", ".usi", ".hcpe"}
+RECORD_SUFFIXES = {".csa", ".kif", ".kifu", ".sfen", ".usi", ".hcpe", ".hcpe3"}
+BINARY_SUFFIXES = {".hcpe", ".hcpe3"}  # dlshogi's training files: positions, not text records
 EVAL_FORMATS = {".csa"}  # formats that can carry engine evals (require_eval applies to them)
 
 
@@ -51,6 +58,8 @@ class GameResult:
     # after the transfer; None for rows of their own): lets _RowSink write neighbours in one call.
     block: np.ndarray | None = field(default=None, repr=False)
     block_start: int = 0
+    targets: np.ndarray | None = field(default=None, repr=False)   # soft targets (shards/targets.py), hcpe3
+    pairs: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.rows is not None:
@@ -75,8 +84,9 @@ def _games_line(game_id: int, split: str, row_start: int, g: GameResult) -> str:
 class FileResult:
     path: str
     sha256: str
-    piece: int = 0      # a large CSA file is read in pieces (see _Piece): this one's index, of ``pieces``
-    pieces: int = 1
+    piece: int = 0      # a large file is read in pieces (see _Piece), an archive member by member: this
+    pieces: int = 1     # one's index, of ``pieces`` (0 while the count is not known: a streamed archive)
+    source: str | None = None  # the file the manifest hashes, when not ``path`` (an archive)
     games_read: int = 0
     games: list[GameResult] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
@@ -90,8 +100,8 @@ def find_inputs(inputs) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*"))
-                         if p.suffix.lower() in RECORD_SUFFIXES and not p.is_dir())
+            files.extend(p for p in sorted(path.rglob("*")) if not p.is_dir()
+                         and (p.suffix.lower() in RECORD_SUFFIXES or archive_kind(p) is not None))
         elif path.exists() or path.is_symlink():
             files.append(path)
         else:
@@ -198,79 +208,260 @@ def _read_piece(piece: _Piece, max_moves: int) -> tuple[list, list]:
     return games, [RecordError(p, None if e.line is None else e.line + shift, e.reason) for e in dropped]
 
 
+# An hcpe / hcpe3 file larger than this is read in pieces of about this size (its rows take up to
+# ten times as much memory as its bytes).
+BINARY_PIECE_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class _BinaryPiece:
+    """Records ``start:stop`` of a large hcpe file, or bytes ``start:stop`` of a large hcpe3 file holding
+    its games ``first``, … (cut at game boundaries)."""
+    path: Path
+    start: int
+    stop: int
+    first: int
+    index: int
+    count: int
+    sha256: str
+    size: int            # bytes
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A compressed archive, expanded into its members (with their bytes) as the tasks are formed."""
+    path: Path
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """An input that yields nothing but a report entry (an unreadable archive, one without records)."""
+    path: str
+    sha256: str
+    reason: str
+    piece: int = 0
+
+
+def _binary_pieces(path: Path, piece_bytes: int) -> list[_BinaryPiece]:
+    """Cut a large hcpe file into record ranges, a large hcpe3 file at the game boundaries found by
+    reading its counts (the rest after a framing problem stays in the last piece)."""
+    import mmap
+
+    from shogitrain.records.hcpe3 import game_ends
+
+    size = path.stat().st_size
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        digest = hashlib.sha256(view).hexdigest()
+        if path.suffix.lower() == ".hcpe":
+            n, step = size // 38, max(piece_bytes // 38, 1)
+            cuts = [(a, min(a + step, n), a, 38 * min(step, n - a)) for a in range(0, n, step)]
+        else:
+            ends, _ = game_ends(view, size)
+            cuts, start, first = [], 0, 0
+            for k, end in enumerate(ends):
+                if end - start >= piece_bytes:
+                    cuts.append((start, end, first, end - start))
+                    start, first = end, k + 1
+            if start < size:
+                cuts.append((start, size, first, size - start))
+    return [_BinaryPiece(path, a, b, first, i, len(cuts), digest, nbytes)
+            for i, (a, b, first, nbytes) in enumerate(cuts)]
+
+
+def _listed_members(path: Path) -> list:
+    """The record members of a zip or tar (read later by the workers), or the problem."""
+    digest = _sha256(path)
+    try:
+        members = list(archive_members(path, RECORD_SUFFIXES))
+    except ArchiveError as e:
+        return [_Problem(str(path), digest, str(e).removeprefix(f"{path}: "))]
+    if not members:
+        return [_Problem(str(path), digest, "no record files in the archive")]
+    return [replace(m, sha256=digest) for m in members]
+
+
+def _expand(item):
+    """The work items an item stands for: a compressed archive's members, read here one by one."""
+    if not isinstance(item, _Stream):
+        yield item
+        return
+    digest = _sha256(item.path)
+    count = 0
+    try:
+        for member in archive_members(item.path, RECORD_SUFFIXES):
+            count += 1
+            yield replace(member, sha256=digest)
+    except ArchiveError as e:
+        yield _Problem(str(item.path), digest, str(e).removeprefix(f"{item.path}: "), count)
+        return
+    if count == 0:
+        yield _Problem(str(item.path), digest, "no record files in the archive")
+
+
 def _items(files: list[Path], piece_bytes: int | None = None) -> list:
-    """The work items: a path per file, or the pieces of a CSA file larger than ``piece_bytes``."""
+    """The work items: a path per file, the pieces of a CSA file larger than ``piece_bytes`` or of an
+    hcpe / hcpe3 file larger than BINARY_PIECE_BYTES, the members of an archive."""
     piece_bytes = piece_bytes or PIECE_BYTES
     items: list = []
     for path in files:
-        if path.suffix.lower() == ".csa" and path.is_file() and path.stat().st_size > piece_bytes:
+        suffix, kind = path.suffix.lower(), archive_kind(path)
+        size = path.stat().st_size if path.is_file() else 0
+        if kind in ("zip", "tar"):
+            items.extend(_listed_members(path))
+        elif kind is not None:
+            items.append(_Stream(path))
+        elif suffix == ".csa" and size > piece_bytes:
             items.extend(_csa_pieces(path, piece_bytes))
+        elif suffix in BINARY_SUFFIXES and size > BINARY_PIECE_BYTES:
+            items.extend(_binary_pieces(path, BINARY_PIECE_BYTES))
         else:
             items.append(path)
     return items
 
 
 def _item_size(item) -> int:
-    return item.end - item.start if isinstance(item, _Piece) else item.stat().st_size
+    if isinstance(item, _Piece):
+        return item.end - item.start
+    if isinstance(item, (_BinaryPiece, ArchiveMember)):
+        return item.size
+    if isinstance(item, _Problem):
+        return 1
+    return (item.path if isinstance(item, _Stream) else item).stat().st_size
 
 
-def _read_games(path: Path, raw: bytes | None, max_moves: int) -> tuple[list, list]:
+def _binary_piece_bytes(piece: _BinaryPiece) -> bytes:
+    """The bytes a worker reads for a piece: an hcpe piece with the record before it and up to
+    HCPE_OVERRUN after it (the games that start in the piece, whole), an hcpe3 piece as it is."""
+    from shogitrain.shards.dlshogi import HCPE_OVERRUN
+
+    size = piece.path.stat().st_size
+    start, stop = piece.start, piece.stop
+    if piece.path.suffix.lower() == ".hcpe":
+        n = size // 38
+        start, stop = 38 * max(start - 1, 0), (size if stop + HCPE_OVERRUN >= n else 38 * (stop + HCPE_OVERRUN))
+    with open(piece.path, "rb") as f:
+        f.seek(start)
+        return f.read(stop - start)
+
+
+def _read_games(path, raw: bytes | None, max_moves: int) -> tuple[list, list]:
     """(games, RecordErrors of the games dropped from a multi-game file) of ``path``. A CSA file is
     read from ``raw`` (its bytes, already read for the checksum) and keeps the replayed positions,
-    so that its rows need no second replay."""
-    from shogitrain.records import read_records
+    so that its rows need no second replay; an archive member (``raw`` given) of any format is read
+    from its bytes."""
+    from shogitrain.records import RecordError, read_kif, read_records
     from shogitrain.records.csa import read_csa_text
     from shogitrain.records.sfen import read_sfen_lines
     from shogitrain.records.text import decode_record_bytes
 
     dropped: list = []
-    if raw is not None:  # what read_records → read_csa would do, without reading the file again
-        p = os.fspath(path)
+    p = os.fspath(path)
+    suffix = os.path.splitext(p)[1].lower()
+    if raw is not None and suffix == ".csa":  # what read_records → read_csa would do, without reading the file again
         text, problems = decode_record_bytes(raw, p)
         return read_csa_text(text, p, problems, skipped=dropped, positions=True, max_moves=max_moves), dropped
-    if path.suffix.lower() in (".sfen", ".usi"):
+    if raw is not None:  # a KIF or SFEN archive member: the readers name no file for bytes
+        try:
+            games = (read_kif(raw, max_moves=max_moves) if suffix in (".kif", ".kifu")
+                     else read_sfen_lines(raw, skipped=dropped, max_moves=max_moves))
+        except RecordError as e:
+            raise RecordError(p, e.line, e.reason) from None
+        return games, [RecordError(p, e.line, e.reason) for e in dropped]
+    if suffix in (".sfen", ".usi"):
         return read_sfen_lines(path, skipped=dropped, max_moves=max_moves), dropped
     return read_records(path, max_moves=max_moves), dropped
 
 
-def _read_file(item, game_filter: GameFilter, items: list) -> FileResult:
-    """Read one record file, or one piece of a large CSA file (see _Piece). The kept games'
-    GameResults have rows=None, their (game, positions, id, draw) are appended to ``items`` for
-    games_rows, in the same order."""
-    from shogitrain.records import RecordError, read_hcpe
-    from shogitrain.shards.convert import rows_from_hcpe
+def _open_item(item) -> tuple[FileResult, bytes | None]:
+    """The work item's FileResult (name, checksum, piece) and its bytes where they are read here
+    (CSA, hcpe, hcpe3 files and pieces, archive members); a FileResult with a skipped entry when
+    there is nothing to read."""
+    if isinstance(item, _Problem):
+        result = FileResult(item.path, item.sha256, item.piece, item.piece + 1)
+        result.skipped.append({"file": item.path, "line": None, "reason": item.reason})
+        return result, None
+    if isinstance(item, _Piece):
+        return FileResult(printable(item.path), item.sha256, item.index, item.count), None
+    if isinstance(item, ArchiveMember):
+        from shogitrain.records.archives import read_member
 
-    path = item.path if isinstance(item, _Piece) else item
+        result = FileResult(printable(item.path), item.sha256, item.index, item.index + 1 if item.last else 0,
+                            source=printable(item.archive))
+        try:
+            return result, read_member(item)
+        except Exception as e:  # a damaged member: report it, keep the others
+            why = f"unreadable member: {type(e).__name__}: {e}"
+            result.skipped.append({"file": result.path, "line": None, "reason": why})
+            return result, None
+    path = item.path if isinstance(item, _BinaryPiece) else item
     name = printable(path)
     try:
+        if isinstance(item, _BinaryPiece):
+            return FileResult(name, item.sha256, item.index, item.count), _binary_piece_bytes(item)
+        if not path.is_file():
+            raise OSError("not a regular file (a FIFO, device or broken link)")
+        if path.suffix.lower() in {".csa"} | BINARY_SUFFIXES:
+            raw = path.read_bytes()
+            return FileResult(name, hashlib.sha256(raw).hexdigest()), raw
+        return FileResult(name, _sha256(path)), None
+    except OSError as e:
+        result = FileResult(name, "")
+        reason = f"cannot read: {e.strerror}" if e.strerror else str(e)
+        result.skipped.append({"file": name, "line": None, "reason": reason})
+        return result, None
+
+
+def _read_binary(item, result: FileResult, raw: bytes, items: list, temperature: float) -> FileResult:
+    """An hcpe / hcpe3 file, piece or member: its games (rows appended to ``items``) and bad records."""
+    from shogitrain.shards.dlshogi import hcpe3_file_games, hcpe_file_games
+
+    name = result.path
+    piece = item if isinstance(item, _BinaryPiece) else None
+    if not raw:
+        result.skipped.append({"file": name, "line": None, "reason": "empty file"})
+        return result
+    if name.lower().endswith(".hcpe3"):
+        games, skipped, read = hcpe3_file_games(raw, name, temperature, *((piece.first, piece.start) if piece else ()))
+    else:
+        own = (piece.start, piece.stop) if piece else None
+        games, skipped = hcpe_file_games(raw, name, max(piece.start - 1, 0) if piece else 0, own)
+        read = len(games)
+    result.games_read += read
+    result.skipped += skipped
+    for g in games:
+        items.append(g.rows)
+        result.games.append(GameResult(g.meta, None, g.key, positions=len(g.rows), targets=g.targets, pairs=g.pairs))
+    return result
+
+
+def _read_file(item, game_filter: GameFilter, items: list) -> FileResult:
+    """Read one work item: a record file, a piece of a large file, an archive member (see _items). The
+    kept games' GameResults have rows=None; their rows come from ``items``, in the same order: a
+    (game, positions, id, draw) tuple for games_rows, or the rows of an hcpe / hcpe3 item."""
+    from shogitrain.records import RecordError
+
+    result, raw = _open_item(item)
+    if result.skipped:
+        return result
+    name = result.path
+    suffix = os.path.splitext(name)[1].lower()
+    try:
         if isinstance(item, _Piece):
-            result = FileResult(path=name, sha256=item.sha256, piece=item.index, pieces=item.count)
             games, dropped = _read_piece(item, game_filter.max_moves)
+        elif suffix in BINARY_SUFFIXES:
+            return _read_binary(item, result, raw, items, game_filter.temperature)
         else:
-            if not path.is_file():
-                raise RecordError(name, None, "not a regular file (a FIFO, device or broken link)")
-            raw = path.read_bytes() if path.suffix.lower() == ".csa" else None
-            result = FileResult(path=name, sha256=hashlib.sha256(raw).hexdigest() if raw is not None else _sha256(path))
-            if path.suffix.lower() == ".hcpe":
-                rows = rows_from_hcpe(read_hcpe(path))
-                result.games_read = 1
-                meta = {"source": name, "line": None, "format": "hcpe", "endgame": None, "winner": None}
-                result.games.append(GameResult(meta, rows, hashlib.blake2b(path.read_bytes(), digest_size=16).digest()))
-                return result
-            games, dropped = _read_games(path, raw, game_filter.max_moves)
-    except (RecordError, OSError) as e:
-        reason = e.reason if isinstance(e, RecordError) else f"cannot read: {e.strerror or e}"
-        result = FileResult(path=name, sha256="")
-        result.skipped.append({"file": name, "line": getattr(e, "line", None), "reason": reason})
+            games, dropped = _read_games(item if raw is None else name, raw, game_filter.max_moves)
+    except RecordError as e:
+        result.skipped.append({"file": name, "line": e.line, "reason": e.reason})
         return result
     except Exception as e:  # a reader bug must not stop the run: report it like bad input
-        result = FileResult(path=name, sha256="")
         result.skipped.append({"file": name, "line": None, "reason": f"unreadable: {type(e).__name__}: {e}"})
         return result
     for e in dropped:
         result.games_read += 1
         result.skipped.append({"file": name, "line": e.line, "reason": e.reason})
-    has_evals = path.suffix.lower() in EVAL_FORMATS
+    has_evals = suffix in EVAL_FORMATS
     for game in games:
         result.games_read += 1
         for line, reason in game.problems:
@@ -314,7 +505,7 @@ def _process_task(paths: list[Path], game_filter: GameFilter, spool: str | None 
     from the result pipe."""
     items: list = []
     results = [_read_file(p, game_filter, items) for p in paths]
-    rows = games_rows(items)
+    rows = _task_rows(items)
     if spool is not None and len(rows):
         name = None
         try:
@@ -327,6 +518,23 @@ def _process_task(paths: list[Path], game_filter: GameFilter, spool: str | None 
                 with contextlib.suppress(OSError):
                     os.unlink(name)
     return results, rows
+
+
+def _task_rows(items: list) -> np.ndarray:
+    """The rows of a task's games in order: runs of (game, …) tuples through games_rows, hcpe / hcpe3
+    rows as they are."""
+    parts, run = [], []
+    for item in items:
+        if isinstance(item, np.ndarray):
+            if run:
+                parts.append(games_rows(run))
+                run = []
+            parts.append(item)
+        else:
+            run.append(item)
+    if run or not parts:
+        parts.append(games_rows(run))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _attach_rows(results: list[FileResult], rows) -> list[FileResult]:
@@ -355,6 +563,7 @@ class _RowSink:
 
     def __init__(self, writers: dict):
         self.writers = writers
+        self.targets: dict | None = None   # split → TargetWriter, once a game with soft targets came
         self.split = None
         self.base = None
         self.start = self.stop = 0
@@ -363,10 +572,15 @@ class _RowSink:
 
     def add(self, split: str, game_id: int, g: GameResult) -> int:
         """Queue game ``g`` (id ``game_id``) for ``split``; returns its first row's index in the split."""
+        if g.targets is not None and self.targets is None:
+            self.flush()
+            self.targets = {name: TargetWriter.following(w) for name, w in self.writers.items()}
+        if self.targets is not None:   # the same games in the same order as the rows
+            self.targets[split].add(g.rows, g.targets, g.pairs)
         base = g.block
         if base is None or base is not self.base or split != self.split or g.block_start != self.stop:
             self.flush()
-            if base is None:  # rows of their own (hcpe)
+            if base is None:  # rows of their own, not a view of a worker's array
                 writer = self.writers[split]
                 row_start = writer.positions
                 g.rows["game"] = game_id
@@ -393,12 +607,13 @@ def _chunks(files: list, target_bytes: int = 1 << 20, sizes: list[int] | None = 
     """Consecutive work items (paths, pieces) grouped into tasks of about ``target_bytes`` of input
     (amortises IPC)."""
     chunk, size = [], 0
-    for i, path in enumerate(files):
-        chunk.append(path)
-        size += _item_size(path) if sizes is None else sizes[i]
-        if size >= target_bytes:
-            yield chunk
-            chunk, size = [], 0
+    for i, item in enumerate(files):
+        for part in _expand(item):
+            chunk.append(part)
+            size += sizes[i] if sizes is not None and part is item else _item_size(part)
+            if size >= target_bytes:
+                yield chunk
+                chunk, size = [], 0
     if chunk:
         yield chunk
 
@@ -414,6 +629,7 @@ def _results(files: list[Path], game_filter: GameFilter, workers: int):
     if workers <= 1:
         for chunk in _chunks(files):
             yield from process_files(chunk, game_filter)
+        close_archives()
         return
     shm = "/dev/shm"  # tmpfs: the rows never touch a disk (a few MB in flight at a time)
     where = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
@@ -453,17 +669,8 @@ def _results(files: list[Path], game_filter: GameFilter, workers: int):
                 in_pool -= 1
                 yield from _attach_rows(*head.get())
     finally:
+        close_archives()
         shutil.rmtree(spool, ignore_errors=True)
-
-
-def _position_hashes(rows: np.ndarray) -> np.ndarray:
-    """64-bit hash of each row's position (board, hands, side to move), vectorised."""
-    raw = rows.view(np.uint8).reshape(len(rows), POSITION_DTYPE.itemsize)[:, :96].astype(np.uint64)
-    h = np.full(len(rows), 0xCBF29CE484222325, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(raw.shape[1]):
-            h = (h ^ raw[:, j]) * np.uint64(0x100000001B3)
-    return h
 
 
 # --dedupe-test holds at most this many train position hashes at once (8 bytes each); more train
@@ -472,8 +679,10 @@ DEDUPE_HASHES = 1 << 25
 
 
 def _drop_test_positions_seen_in_train(tmp: Path, splits: dict, shard_rows: int) -> int:
-    """Rewrite the test shards without positions that also occur in train, and the test games'
-    ``row_start`` / ``positions`` in games.jsonl to match; returns the count dropped."""
+    """Rewrite the test shards (and soft targets) without positions that also occur in train, and the
+    test games' ``row_start`` / ``positions`` in games.jsonl to match; returns the count dropped."""
+    from shogitrain.shards.rewrite import position_hashes, rewrite_split, select
+
     old = splits["test"]["shards"]
     keep = {s["file"]: np.ones(s["rows"], bool) for s in old}
     parts = max(1, -(-splits["train"]["positions"] // DEDUPE_HASHES))
@@ -482,45 +691,44 @@ def _drop_test_positions_seen_in_train(tmp: Path, splits: dict, shard_rows: int)
             return h % np.uint64(parts) == part
 
         train = [h[in_part(h)] for s in splits["train"]["shards"]
-                 for h in [_position_hashes(np.load(tmp / s["file"], mmap_mode="r"))]]
+                 for h in [position_hashes(np.load(tmp / s["file"], mmap_mode="r"))]]
         train_hashes = np.unique(np.concatenate(train or [np.zeros(0, np.uint64)]))
         del train
         for s in old:
-            h = _position_hashes(np.load(tmp / s["file"], mmap_mode="r"))
+            h = position_hashes(np.load(tmp / s["file"], mmap_mode="r"))
             mine = in_part(h)
             keep[s["file"]][mine] &= ~np.isin(h[mine], train_hashes)
-    writer = ShardWriter(tmp, "test.dedup", shard_rows)
-    dropped = 0
-    kept_per_game: Counter = Counter()
-    for s in old:
-        rows = np.load(tmp / s["file"])[keep[s["file"]]]
-        dropped += s["rows"] - len(rows)
-        ids, counts = np.unique(rows["game"], return_counts=True)
-        kept_per_game.update(dict(zip(ids.tolist(), counts.tolist())))
-        writer.add(rows)
-    new = writer.close()
-    shutil.rmtree(tmp / "test")
-    if (tmp / "test.dedup").exists():
-        (tmp / "test.dedup").rename(tmp / "test")
-    splits["test"]["shards"] = [{"file": s["file"].replace("test.dedup/", "test/"), "rows": s["rows"]} for s in new]
-    splits["test"]["positions"] -= dropped
-    _renumber_test_games(tmp / "games.jsonl", kept_per_game)
-    return dropped
+    before = splits["test"]["positions"]
+    kept_per_game = rewrite_split(tmp, splits, "test", shard_rows,
+                                  lambda shard, first, rows, soft: select(rows, soft, keep[shard["file"]]))
+    _renumber_games(tmp / "games.jsonl", kept_per_game, "test")
+    return before - splits["test"]["positions"]
 
 
-def _renumber_test_games(path: Path, kept_per_game: Counter) -> None:
-    """games.jsonl with each test game's ``positions`` = its rows left and ``row_start`` following."""
+def _renumber_games(path: Path, kept_per_game: Counter, split: str) -> None:
+    """games.jsonl with each ``split`` game's ``positions`` = its rows left and ``row_start`` following."""
     start = 0
     tmp = path.with_name(path.name + ".tmp")
     with open(path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as out:
         for line in src:
             game = json.loads(line)
-            if game["split"] == "test":
+            if game["split"] == split:
                 game["row_start"], game["positions"] = start, kept_per_game[game["id"]]
                 start += game["positions"]
                 line = json.dumps(game, ensure_ascii=False) + "\n"
             out.write(line)
     os.replace(tmp, path)
+
+
+def _average_train_duplicates(tmp: Path, splits: dict, shard_rows: int) -> int:
+    """--average-duplicates on the train split (games.jsonl renumbered to match); the rows merged away."""
+    from shogitrain.shards.average import average_duplicates
+
+    merged, kept_per_game = average_duplicates(tmp, splits, "train", shard_rows, tmp / ".average")
+    shutil.rmtree(tmp / ".average", ignore_errors=True)
+    if kept_per_game is not None:
+        _renumber_games(tmp / "games.jsonl", kept_per_game, "train")
+    return merged
 
 
 class _Spool:
@@ -615,16 +823,16 @@ def _output_directory(out: Path, overwrite: bool):
 
 def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: GameFilter, workers: int, *,
                   seed: int, test_fraction: float, dedupe: bool, shard_rows: int, progress: bool,
-                  skipped: "_Spool", flagged: "_Spool") -> tuple[dict, list, int]:
+                  skipped: "_Spool", flagged: "_Spool") -> tuple[dict, list, int, int]:
     """Read every input once, in order, and write its kept games' rows to the split shards and its
-    games to games.jsonl as they come; returns (splits, sources, games read)."""
+    games to games.jsonl as they come; returns (splits, sources, games read, games recovered from hcpe)."""
     from tqdm import tqdm
 
     writers = {name: ShardWriter(tmp, name, shard_rows) for name in ("train", "test")}
     split_games: Counter = Counter()
     seen: set[bytes] = set()
     sources = []
-    games_read = 0
+    games_read = recovered = 0
     forced_split = {printable(p): s for p, s in files}
     sink = _RowSink(writers)
     n_games = 0
@@ -635,8 +843,9 @@ def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: 
             if fr.piece == fr.pieces - 1:
                 bar.update(1)
             if fr.piece == 0:
-                sources.append({"path": fr.path, "sha256": fr.sha256})
+                sources.append({"path": fr.source or fr.path, "sha256": fr.sha256})
             games_read += fr.games_read
+            recovered += sum(g.meta.get("format") == "hcpe" for g in fr.games)
             for item in fr.skipped:
                 skipped.add(item)
             for item in fr.flagged:
@@ -647,7 +856,7 @@ def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: 
                         skipped.add({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
                         continue
                     seen.add(g.key)
-                split = forced_split[fr.path] or split_of(g.key, seed, test_fraction)
+                split = forced_split[fr.source or fr.path] or split_of(g.key, seed, test_fraction)
                 game_id = n_games
                 n_games += 1
                 games_out.write(_games_line(game_id, split, sink.add(split, game_id, g), g))
@@ -659,15 +868,18 @@ def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: 
         sink.flush()
     splits = {name: {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
               for name, writer in writers.items()}
-    return splits, sources, games_read
+    for name, targets in (sink.targets or {}).items():
+        attach_target_files(splits[name]["shards"], targets.close())
+    return splits, sources, games_read, recovered
 
 
 def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, workers: int | None = None,
             test_data=(), game_filter: GameFilter = GameFilter(), dedupe: bool = False,
-            dedupe_test: bool = False, shard_rows: int = SHARD_ROWS, overwrite: bool = False,
-            progress: bool = True) -> dict:
+            dedupe_test: bool = False, average_duplicates: bool = False, shard_rows: int = SHARD_ROWS,
+            overwrite: bool = False, progress: bool = True) -> dict:
     """Run the whole conversion; returns the report (OUT/report.json), except its lists of skipped
-    and flagged games, which can be long: ``skipped_total`` / ``flagged_total`` count them."""
+    and flagged games, which can be long: ``skipped_total`` / ``flagged_total`` count them.
+    ``average_duplicates``: merge the train split's identical positions, averaging their targets."""
     if not inputs and not test_data:
         raise PrepareError("no inputs given")
     if test_fraction is None:  # a random hold-out unless whole sources are held out
@@ -682,9 +894,14 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
     files = [(p, None) for p in train_files] + [(p, "test") for p in test_files]
     if not files:
         raise PrepareError(f"no record files ({', '.join(sorted(RECORD_SUFFIXES))}) found in the inputs")
+    for path, _ in files:
+        try:
+            require_support(path)
+        except ArchiveError as e:
+            raise PrepareError(str(e)) from None
     with _output_directory(Path(out), overwrite) as tmp, _Spool(tmp / ".skipped.jsonl") as skipped, \
             _Spool(tmp / ".flagged.jsonl") as flagged:
-        splits, sources, games_read = _stream_games(
+        splits, sources, games_read, recovered = _stream_games(
             tmp, files, game_filter, workers or os.cpu_count() or 1, seed=seed, test_fraction=test_fraction,
             dedupe=dedupe, shard_rows=shard_rows, progress=progress, skipped=skipped, flagged=flagged)
         total_positions = sum(s["positions"] for s in splits.values())
@@ -697,12 +914,14 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         dropped_test = 0
         if dedupe_test and splits["test"]["positions"] and splits["train"]["positions"]:
             dropped_test = _drop_test_positions_seen_in_train(tmp, splits, shard_rows)
+        merged = _average_train_duplicates(tmp, splits, shard_rows) if average_duplicates else 0
         manifest = {
             "format_version": FORMAT_VERSION,
             "row_dtype": [[name, str(POSITION_DTYPE.fields[name][0])] for name in POSITION_DTYPE.names],
             "shard_rows": shard_rows,
             "splits": splits,
-            "filters": game_filter.as_dict() | {"dedupe": dedupe, "dedupe_test": dedupe_test},
+            "filters": game_filter.as_dict() | {"dedupe": dedupe, "dedupe_test": dedupe_test,
+                                                "average_duplicates": average_duplicates},
             "test_fraction": test_fraction,
             "test_data": [printable(p) for p in test_files],
             "seed": seed,
@@ -713,8 +932,10 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         report = {
             "games_read": games_read,
             "games_kept": sum(s["games"] for s in splits.values()),
-            "positions": total_positions - dropped_test,
+            "positions": total_positions - dropped_test - merged,
             "test_positions_dropped_as_seen_in_train": dropped_test,
+            "train_positions_merged_as_duplicates": merged,
+            "hcpe_games_recovered": recovered,
             "skipped_by_reason": dict(sorted(skipped.reasons.items())),
             "skipped_total": skipped.count,
             "flagged_total": flagged.count,
@@ -733,6 +954,10 @@ def summarize(report: dict, out) -> str:
     lines = [
         f"{out}: {report['games_kept']} of {report['games_read']} games kept, {report['positions']} positions",
     ]
+    if report.get("hcpe_games_recovered"):
+        lines.append(f"  {report['hcpe_games_recovered']} games recovered from hcpe records")
+    if report.get("train_positions_merged_as_duplicates"):
+        lines.append(f"  {report['train_positions_merged_as_duplicates']} train positions merged into their duplicates")
     for reason, n in report["skipped_by_reason"].items():
         lines.append(f"  skipped {n:6d}  {reason}")
     if report["flagged_total"]:

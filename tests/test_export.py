@@ -149,7 +149,7 @@ def test_default_check_positions_are_openings_through_features(tmp_path, monkeyp
     """With the feature encoder importable, the default check batch is real opening positions."""
     seen = []
 
-    def features_from_sfens(sfens, device="cpu"):
+    def features_from_sfens(sfens, device="cpu", input2_planes=57):
         seen.extend(sfens)
         return planes(len(sfens), seed=5)
 

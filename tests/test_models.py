@@ -481,8 +481,8 @@ def test_config_round_trip(arch, options):
 
 def test_config_records_defaults():
     assert build_model("nf").config == {"arch": "nf", "blocks": 10, "channels": 192, "fc_units": 256,
-                                        "activation": "silu", "alpha": 0.2, "skip_init": "zero",
-                                        "eps": 1e-4}
+                                        "activation": "silu", "input2_planes": 57, "alpha": 0.2,
+                                        "skip_init": "zero", "eps": 1e-4}
 
 
 @pytest.mark.parametrize("kwargs,word", [

@@ -1,16 +1,16 @@
 """The policy/value ResNet for dlshogi inputs, in three variants built by one ``build_model``.
 
 One layout for all (module names are part of the checkpoint format): ``stem`` (features1_3x3 and
-features1_1x1 on x1, features2_1x1 on x2, summed), ``blocks[i]`` (an nn.Sequential of residual
-blocks), ``final_act``, ``policy_head`` (1×1 conv to 27 planes flattened channel-major to the 2187
-move labels, plus a bias) and ``value_head`` (1×1 conv → [norm] → act → fc1 → act → fc2, a logit).
-Each ``arch`` is a :class:`Recipe` chosen once: ``'bn'`` is dlshogi's resnet10_swish (7,346,562
-parameters at 10×192); ``'nf'`` a Normalizer-Free ResNet as the papers describe it (WS convs, γ on
-the activations, α/β signal bookkeeping, SkipInit, a fixed stem standardisation); ``'nf-blog'``
-the published 2021 code line for line, whose residual branch is the linear map conv2(x)
-(7,347,340 parameters). ``model.fused()`` folds BN, WS, γ, α and the skip gains away for
-inference (the same outputs within 1e-5 in float32). The formulas, the stem-scale measurement and
-the fusion are in docs/algorithms.md, "NF-ResNet".
+features1_1x1 on x1, features2_1x1 on x2 — 57 planes, or 119 with the entering-king features —,
+summed), ``blocks[i]`` (an nn.Sequential of residual blocks), ``final_act``, ``policy_head`` (1×1
+conv to 27 planes flattened channel-major to the 2187 move labels, plus a bias) and ``value_head``
+(1×1 conv → [norm] → act → fc1 → act → fc2, a logit). Each ``arch`` is a :class:`Recipe` chosen
+once: ``'bn'`` is dlshogi's resnet10_swish (7,346,562 parameters at 10×192); ``'nf'`` a
+Normalizer-Free ResNet as the papers describe it (WS convs, γ on the activations, α/β signal
+bookkeeping, SkipInit, a fixed stem standardisation); ``'nf-blog'`` the published 2021 code line for
+line, whose residual branch is the linear map conv2(x) (7,347,340 parameters). ``model.fused()``
+folds BN, WS, γ, α and the skip gains away for inference (the same outputs within 1e-5 in float32).
+The formulas, the stem-scale measurement and the fusion are in docs/algorithms.md, "NF-ResNet".
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shogitrain.names import (ARCH_OPTIONS, ARCHS, FEATURES1_PLANES, FEATURES2_PLANES, MOVE_DIRECTIONS,
-                              PARAMETER_GROUPS, POLICY_SIZE)
+from shogitrain.names import (ARCH_OPTIONS, ARCHS, FEATURES1_PLANES, FEATURES2_PLANES, INPUT2_PLANES,
+                              MOVE_DIRECTIONS, PARAMETER_GROUPS, POLICY_SIZE)
 
 from .layers import (GammaAct, ScaledStdConv2d, activation_gamma, check_activation,
                      fold_batchnorm, is_finite_float)
@@ -50,11 +50,12 @@ class ChannelAffine(nn.Module):
 class Stem(nn.Module):
     """``features1_3x3(x1) + features1_1x1(x1) + features2_1x1(x2)`` → norm → standardize → act."""
 
-    def __init__(self, recipe: "Recipe", channels: int, activation: str, eps: float):
+    def __init__(self, recipe: "Recipe", channels: int, activation: str, eps: float,
+                 input2_planes: int = FEATURES2_PLANES):
         super().__init__()
         self.features1_3x3 = recipe.conv(FEATURES1_PLANES, channels, 3, activation, eps)
         self.features1_1x1 = recipe.conv(FEATURES1_PLANES, channels, 1, activation, eps)
-        self.features2_1x1 = recipe.conv(FEATURES2_PLANES, channels, 1, activation, eps)
+        self.features2_1x1 = recipe.conv(input2_planes, channels, 1, activation, eps)
         self.norm = nn.BatchNorm2d(channels) if recipe.batch_norm else nn.Identity()
         self.standardize = ChannelAffine(channels, NF_STEM_SCALE) if recipe.stem_standardize else nn.Identity()
         self.act = GammaAct(activation) if recipe.batch_norm else nn.Identity()
@@ -368,25 +369,28 @@ def _resolve_options(arch: str, options: dict) -> dict:
 
 
 def build_model(arch: str, blocks: int = 10, channels: int = 192, fc_units: int = 256,
-                activation: str = "silu", **options) -> ShogiResNet:
+                activation: str = "silu", input2_planes: int = FEATURES2_PLANES, **options) -> ShogiResNet:
     """Build the ``'bn'``, ``'nf'`` or ``'nf-blog'`` network (see the module docstring).
 
     ``options``: ``'nf'`` takes ``alpha`` (0.2), ``skip_init`` ('zero' | 'one' | 'last_gain'),
     ``eps`` (1e-4); ``'nf-blog'`` takes ``alpha`` (0.2), ``blog_eps`` (1e-4; 1e-5 = the earlier
     commit), ``blog_skip_gain`` (True; False = the commit before 62d7f7e); ``'bn'`` takes none.
-    An unknown arch, option or activation raises ``ValueError`` naming it.
+    An unknown arch, option or activation raises ``ValueError`` naming it. ``input2_planes``: 57, or
+    119 for dlshogi's entering-king features (``model.input2_planes``).
     """
     opts = _resolve_options(arch, options)
     _positive_int("blocks", blocks, 0)
     _positive_int("channels", channels, 1)
     _positive_int("fc_units", fc_units, 1)
     check_activation(activation)
+    if input2_planes not in INPUT2_PLANES:
+        raise ValueError(f"input2_planes must be one of {', '.join(map(str, INPUT2_PLANES))}, got {input2_planes!r}")
     config = {"arch": arch, "blocks": blocks, "channels": channels, "fc_units": fc_units,
-              "activation": activation, **opts}
+              "activation": activation, "input2_planes": input2_planes, **opts}
     eps = opts.get("eps", opts.get("blog_eps", 0.0))
 
     recipe = RECIPES[arch]
-    stem = Stem(recipe, channels, activation, eps)
+    stem = Stem(recipe, channels, activation, eps, input2_planes)
     residual: list[nn.Module] = []
     expected_std = 1.0  # std of the stem output (unit by the stem standardisation)
     for _ in range(blocks):

@@ -32,6 +32,8 @@ class GameFilter:
     mate_score: int = 100000  # 0 = keep positions after mate scores
     max_eval: int | None = None
     max_moves: int = DEFAULT_MAX_MOVES  # a game ends here (a draw) when its record states no Max_Moves
+    # hcpe3 (whose games the filters above do not touch): dlshogi's --temperature on visit counts
+    temperature: float = 1.0
 
     def allowed_endings(self) -> set[str]:
         allowed = set(self.endings)

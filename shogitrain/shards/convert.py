@@ -154,6 +154,13 @@ def games_rows(items) -> np.ndarray:
     return rows
 
 
+def hcpe_result_codes(game_result: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """Row result codes (×2, side to move) of hcpe gameResults (1 Black won, 2 White won, else a draw)."""
+    res = np.asarray(game_result, np.int64)
+    win_side = np.where(res == 1, 0, np.where(res == 2, 1, -1))
+    return np.where(win_side < 0, 1, np.where(win_side == turn, 2, 0)).astype(np.uint8)
+
+
 def rows_from_hcpe(arr: np.ndarray, *, game: int = 0) -> np.ndarray:
     """hcpe records → shard rows (POSITION_DTYPE). Rows that do not decode raise ValueError.
 
@@ -174,9 +181,7 @@ def rows_from_hcpe(arr: np.ndarray, *, game: int = 0) -> np.ndarray:
     rows["turn"] = turn
     rows["ply"] = 0
     rows["move16"] = arr["bestMove16"]
-    res = arr["gameResult"].astype(np.int64)
-    win_side = np.where(res == 1, 0, np.where(res == 2, 1, -1))
-    rows["result"] = np.where(win_side < 0, 1, np.where(win_side == turn, 2, 0))
+    rows["result"] = hcpe_result_codes(arr["gameResult"], turn)
     rows["eval"] = arr["eval"]
     rows["game"] = game
     return rows

@@ -2,7 +2,8 @@
 
 Shards are opened with ``np.load(mmap_mode='r')``, so a dataset larger than RAM trains: only the
 rows of the current batch are paged in. ``ShardDataset.batch_indices`` gives each epoch a seeded
-permutation and, under DDP, each rank a disjoint slice of it.
+permutation and, under DDP, each rank a disjoint slice of it. ``ShardDataset.read`` adds the soft
+targets of a dataset that has them (``shards/targets.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE, ROW_PROBLEMS, invalid_rows
+from shogitrain.shards.targets import ShardTargets, SoftRows, soft_rows
 
 
 class DatasetError(ValueError):
@@ -82,9 +84,10 @@ def open_shard(path: Path, recorded: dict) -> np.ndarray:
 class ShardDataset:
     """All rows of one split as one indexable sequence over memory-mapped shard files."""
 
-    def __init__(self, root, split: str = "train"):
+    def __init__(self, root, split: str = "train", manifest: dict | None = None):
+        """``manifest``: the one of a dataset still being written (default: read ROOT/manifest.json)."""
         self.root = Path(root)
-        self.manifest = load_manifest(root)
+        self.manifest = load_manifest(root) if manifest is None else manifest
         splits = self.manifest["splits"]
         if split not in splits:
             raise DatasetError(f"{root}: no split {split!r} (have: {', '.join(sorted(splits))})")
@@ -94,6 +97,13 @@ class ShardDataset:
         lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.length = int(self.offsets[-1])
+        entries = splits[split]["shards"]
+        self.targets = None
+        if entries and all("targets" in s for s in entries):
+            try:
+                self.targets = ShardTargets(self.root, entries)
+            except (OSError, ValueError) as e:
+                raise DatasetError(f"{self.root}: unreadable soft targets ({e})") from None
 
     def __len__(self) -> int:
         return self.length
@@ -118,6 +128,15 @@ class ShardDataset:
                                f"{ROW_PROBLEMS[problems[bad]]} (check the dataset with `shogitrain verify "
                                f"{self.root}`)")
         return out
+
+    def read(self, indices) -> np.ndarray | SoftRows:
+        """``rows(indices)``, or with the soft targets of a dataset that has them a :class:`SoftRows`."""
+        rows = self.rows(indices)
+        if self.targets is None:
+            return rows
+        indices = np.asarray(indices, dtype=np.int64)
+        shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
+        return soft_rows(rows, self.targets.gather(shard_of, indices - self.offsets[shard_of]))
 
     def slice(self, start: int, stop: int, check: bool = True) -> np.ndarray:
         return self.rows(np.arange(start, min(stop, self.length)), check)

@@ -86,6 +86,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 WEIGHTS = ("raw", "averaged")
 
 
+def check_feature_set(state: dict, input2_planes: int) -> None:
+    """Refuse a checkpoint whose network reads another features2 set than ``input2_planes``."""
+    from shogitrain.names import FEATURES2_PLANES
+
+    config = state.get("model_config") if isinstance(state.get("model_config"), dict) else {}
+    have = config.get("input2_planes", FEATURES2_PLANES)
+    if have != input2_planes:
+        raise CheckpointError(
+            f"the checkpoint's network reads {have} input2 planes, the config asks for {input2_planes} "
+            f"(model.input2_planes; 119 = dlshogi's entering-king features): set model.input2_planes={have}")
+
+
 def model_from_checkpoint(state: dict, feature_version: int, weights: str = "raw"):
     """Rebuild the model a checkpoint holds; refuse one made for other input features.
 

@@ -1,6 +1,7 @@
 """From shard rows to a device batch: gather rows from the memmaps, copy the compact fields to the
 device (pinned, non-blocking on CUDA), build the input planes there — all in a background thread
-(:class:`RowPrefetcher` with ``transform=make_batch``), a few batches ahead of the training step."""
+(:class:`RowPrefetcher` with ``transform=make_batch``), a few batches ahead of the training step.
+Rows with soft targets (``SoftRows``) also get their dense policy target built on the device."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shogitrain.features import encode_rows
+from shogitrain.features import encode_rows, move_labels
+from shogitrain.names import FEATURES2_PLANES, POLICY_SIZE
 from shogitrain.shards.format import EVAL_MISSING
 from shogitrain.shards.reader import ShardDataset, load_games
+from shogitrain.shards.targets import SoftRows
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Batch:
     has_eval: torch.Tensor  # [B] bool
     ply: torch.Tensor  # [B] int64
     min_rating: torch.Tensor  # [B] float, lower rating of the game's players (nan when unrated)
+    policy: torch.Tensor | None = None  # [B, 2187] float: the soft policy target, when the data has one
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -41,9 +45,29 @@ def game_min_ratings(root) -> np.ndarray:
     return out
 
 
-def make_batch(rows: np.ndarray, device: torch.device, min_ratings: np.ndarray | None = None) -> Batch:
+def _policy_target(soft: SoftRows, labels: torch.Tensor, to_device) -> torch.Tensor:
+    """Dense [B, 2187] policy targets: each row's (move, weight) pairs, or 1 on its played move."""
+    n = len(soft)
+    target = torch.zeros(n, POLICY_SIZE, dtype=torch.float32, device=labels.device)
+    owner = np.repeat(np.arange(n), soft.counts)
+    if len(owner):
+        pair_labels = move_labels(None, to_device(soft.pairs["move16"].astype(np.int32)),
+                                  to_device(soft.rows["turn"][owner]))
+        target.index_put_((to_device(owner), pair_labels), to_device(soft.pairs["weight"].astype(np.float32)),
+                          accumulate=True)
+    onehot = to_device(np.flatnonzero(soft.counts == 0))
+    target[onehot, labels[onehot]] = 1.0
+    return target
+
+
+def make_batch(rows: np.ndarray | SoftRows, device: torch.device, min_ratings: np.ndarray | None = None,
+               input2_planes: int = FEATURES2_PLANES) -> Batch:
+    """A device batch of shard rows (or of :class:`SoftRows`: with their policy targets and float results)."""
+    soft = rows if isinstance(rows, SoftRows) else None
+    if soft is not None:
+        rows = soft.rows
     non_blocking = device.type == "cuda"
-    x1, x2, labels = encode_rows(rows, device=device, non_blocking=non_blocking)
+    x1, x2, labels = encode_rows(rows, device=device, non_blocking=non_blocking, input2_planes=input2_planes)
 
     def to_device(array: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(array))
@@ -57,16 +81,17 @@ def make_batch(rows: np.ndarray, device: torch.device, min_ratings: np.ndarray |
                else np.full(len(rows), np.nan, dtype=np.float32))
     return Batch(
         x1=x1, x2=x2, labels=labels,
-        result=to_device(rows["result"].astype(np.float32) / 2),
+        result=to_device(soft.result if soft is not None else rows["result"].astype(np.float32) / 2),
         eval=to_device(np.where(has_eval, evals, 0).astype(np.float32)),
         has_eval=to_device(has_eval),
         ply=to_device(rows["ply"].astype(np.int64)),
         min_rating=to_device(ratings.astype(np.float32)),
+        policy=None if soft is None else _policy_target(soft, labels, to_device),
     )
 
 
 class RowPrefetcher:
-    """Iterate over ``dataset.rows(indices)`` for each index array — or over ``transform(rows)``
+    """Iterate over ``dataset.read(indices)`` for each index array — or over ``transform(rows)``
     when a transform is given — produced ``depth`` items ahead in a daemon thread.
 
     numpy's fancy indexing on memmaps and torch's ops release the GIL, so with
@@ -106,7 +131,7 @@ class RowPrefetcher:
             if cuda_device is not None:
                 torch.cuda.set_device(cuda_device)  # the current device is per thread
             for indices in index_batches:
-                item = dataset.rows(indices)
+                item = dataset.read(indices)
                 if transform is not None:
                     if intra_op_threads:
                         previous = torch.get_num_threads()

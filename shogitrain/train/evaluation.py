@@ -10,11 +10,16 @@ import torch
 from tqdm import tqdm
 
 from shogitrain.device import autocast_context
-from shogitrain.names import EVAL_SCALE, VALUE_LAMBDA
+from shogitrain.names import EVAL_SCALE, FEATURES2_PLANES, VALUE_LAMBDA
 from shogitrain.train.data import RowPrefetcher, make_batch
 from shogitrain.train.metrics import MetricAccumulator
 
-__all__ = ["evaluate_dataset"]
+__all__ = ["evaluate_dataset", "input2_planes_of"]
+
+
+def input2_planes_of(model) -> int:
+    """The features2 planes a model reads (57, or 119 with the entering-king features)."""
+    return getattr(model, "config", {}).get("input2_planes", FEATURES2_PLANES)
 
 
 @torch.no_grad()
@@ -33,11 +38,11 @@ def evaluate_dataset(model, dataset, device, *, batch_size: int = 1024, amp: str
     try:
         for rows in tqdm(RowPrefetcher(dataset, chunks), total=len(chunks), disable=not progress, unit="batch",
                          desc=f"eval {dataset.split}", dynamic_ncols=True):
-            batch = make_batch(rows, device, min_ratings)
+            batch = make_batch(rows, device, min_ratings, input2_planes_of(model))
             with autocast_context(amp, device):
                 policy_logits, value_logit = model(batch.x1, batch.x2)
             acc.update(policy_logits.float(), value_logit.float(), batch.labels, batch.result, batch.eval,
-                       batch.has_eval, batch.ply, batch.min_rating)
+                       batch.has_eval, batch.ply, batch.min_rating, policy_target=batch.policy)
     finally:
         model.train(was_training)
     return acc.result(), acc.stratified()

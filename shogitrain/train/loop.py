@@ -32,7 +32,7 @@ from shogitrain.features import FEATURE_VERSION
 from shogitrain.files import exclusive_lock, remove_stale_temps
 from shogitrain.shards.reader import ShardDataset, manifest_hash
 from shogitrain.train import Interrupted, TrainingError
-from shogitrain.train.checkpoint import load_checkpoint, save_checkpoint
+from shogitrain.train.checkpoint import check_feature_set, load_checkpoint, save_checkpoint
 from shogitrain.train.data import RowPrefetcher, game_min_ratings, make_batch
 from shogitrain.train.distributed import all_reduce_mean, init_distributed, shutdown
 from shogitrain.train.evaluation import evaluate_dataset
@@ -186,7 +186,7 @@ class _Trainer:
             done, data.steps_per_epoch)
 
         def load_batch(rows):
-            return make_batch(rows, run.device, data.min_ratings)
+            return make_batch(rows, run.device, data.min_ratings, cfg.model.input2_planes)
 
         # Rows are gathered in the prefetch thread; where it does not take a core from the step, they
         # are also copied and encoded there (make_batch) while this step trains.
@@ -357,6 +357,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
 def _train(cfg: Config, dist, device: torch.device, data: RunData, run_dir: Path, resume: bool,
            progress: bool) -> Path:
     checkpoint = _checkpoint_to_resume(run_dir, resume)
+    if checkpoint is not None:
+        check_feature_set(checkpoint, cfg.model.input2_planes)
     resume_changes = _allowed_resume_changes(cfg, checkpoint, run_dir) if checkpoint else None
     torch.manual_seed(cfg.train.seed)
     model = build_run_model(cfg, device)

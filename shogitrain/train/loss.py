@@ -4,7 +4,7 @@ For a batch of N positions, with everything from the side to move::
 
     value  = sigmoid(eval / 756.0864962951762)          # the engine eval as a win probability
     z      = result − value + 0.5                       # detached: a per-row weight, not a target
-    policy = mean_i( CE(policy_logits_i, label_i) · z_i )
+    policy = mean_i( CE(policy_logits_i, label_i) · z_i )    # soft target t: CE = −Σ_k t_ik log p_ik
     H      = mean_i( −Σ_k p_ik log p_ik )               # policy entropy, p = softmax(logits)
     loss   = policy_weight·policy − β·H                 # dlshogi adds β·mean(Σ p log p) = −β·H
            + (1 − λ)·BCE_logits(value_logit, result)    # "result loss"
@@ -19,6 +19,9 @@ target falls back to the result, ``value := result``. The eval-BCE term then pul
 game result like the result term, and z = result − result + 0.5 = 0.5, the average weight a
 calibrated eval gives, so such rows are neither favoured nor dropped. The missing eval value
 itself (NaN, −32768, anything) is never read into the arithmetic (``torch.where``).
+
+With a soft policy target (hcpe3 visit distributions, averaged duplicates) the cross-entropy is
+dlshogi's ``cross_entropy_loss_with_soft_target``, −Σ_k t_ik log p_ik, weighted by the same z.
 
 Every term is computed for logging; only the switched-on ones (``LossConfig``: ``policy``,
 ``entropy``, ``result``, ``eval``) enter ``total``. Weights are not renormalised when a value
@@ -94,12 +97,14 @@ def policy_value_loss(
     eval_cp: Tensor,
     has_eval: Tensor | None = None,
     config: LossConfig | None = None,
+    policy_target: Tensor | None = None,
 ) -> LossTerms:
     """dlshogi's loss on one batch.
 
     policy_logits [N, 2187]; value_logit [N, 1] or [N] (a logit); move_label int64 [N];
     result float [N] (1 win, 0.5 draw, 0 loss for the side to move); eval_cp float [N]
-    (centipawns for the side to move); has_eval bool [N] or None (= every row has an eval).
+    (centipawns for the side to move); has_eval bool [N] or None (= every row has an eval);
+    policy_target float [N, C] or None: a soft target distribution used instead of ``move_label``.
     Computed in at least fp32 whatever the logits' dtype (call it outside autocast or not: the
     upcast is explicit).
     """
@@ -114,7 +119,10 @@ def policy_value_loss(
     value = value_targets(result, eval_cp.reshape(n), has_eval, cfg.eval_scale).to(dtype)
 
     log_p = F.log_softmax(logits, dim=1)
-    ce = F.nll_loss(log_p, move_label.reshape(n), reduction="none")
+    if policy_target is None:
+        ce = F.nll_loss(log_p, move_label.reshape(n), reduction="none")
+    else:
+        ce = -(policy_target.to(dtype) * log_p).sum(dim=1)
     if cfg.z_weighting:
         z = (result - value + 0.5).detach()
         policy_loss = (ce * z).mean()

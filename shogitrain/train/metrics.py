@@ -83,10 +83,13 @@ class MetricAccumulator:
         has_eval: Tensor | None = None,
         ply: Tensor | None = None,
         min_rating: Tensor | None = None,
+        policy_target: Tensor | None = None,
     ) -> None:
         """Add one batch: policy_logits [N, C], value_logit [N] or [N, 1], labels int [N],
-        result [N] in {0, 0.5, 1}, eval_cp [N] centipawns, has_eval bool [N] (None = all),
-        ply int [N] (None = unknown), min_rating float [N] (None = unrated)."""
+        result [N] in [0, 1], eval_cp [N] centipawns, has_eval bool [N] (None = all),
+        ply int [N] (None = unknown), min_rating float [N] (None = unrated), policy_target [N, C]
+        (None = one-hot on ``labels``): with a soft target the policy loss is the soft cross-entropy
+        and the accuracies count the target's most likely move."""
         n = policy_logits.shape[0]
         if n == 0:
             return
@@ -102,7 +105,10 @@ class MetricAccumulator:
         if has_eval is None:
             has_eval = torch.ones(n, dtype=torch.bool, device=dev)
         has_eval = has_eval.reshape(n).to(device=dev, dtype=torch.bool)
-        stats = self._row_statistics(logits, v_logit, labels, result, eval_cp, has_eval)
+        if policy_target is not None:
+            policy_target = policy_target.to(device=dev, dtype=f64)
+            labels = policy_target.argmax(dim=1)
+        stats = self._row_statistics(logits, v_logit, labels, result, eval_cp, has_eval, policy_target)
         stats = torch.stack([stats[name] for name in _COLS], dim=1)  # [N, columns]
         q = torch.sigmoid(v_logit)
 
@@ -118,7 +124,7 @@ class MetricAccumulator:
             self._bins.index_add_(0, g * ECE_BINS + ece_bin, bin_stats)
 
     def _row_statistics(self, logits: Tensor, v_logit: Tensor, labels: Tensor, result: Tensor, eval_cp: Tensor,
-                        has_eval: Tensor) -> dict[str, Tensor]:
+                        has_eval: Tensor, policy_target: Tensor | None = None) -> dict[str, Tensor]:
         """Each position's contribution to every summed column (float64 [N] each)."""
         f64 = torch.float64
         target = value_targets(result, eval_cp, has_eval, self.eval_scale)
@@ -128,7 +134,8 @@ class MetricAccumulator:
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         return {
             "positions": torch.ones_like(q),
-            "policy_loss": -log_p.gather(1, labels[:, None]).squeeze(1),
+            "policy_loss": (-log_p.gather(1, labels[:, None]).squeeze(1) if policy_target is None
+                            else -(policy_target * log_p).sum(dim=1)),
             "result_loss": F.binary_cross_entropy_with_logits(v_logit, result, reduction="none"),
             "eval_loss": F.binary_cross_entropy_with_logits(v_logit, target, reduction="none"),
             "policy_accuracy": (logits.argmax(dim=1) == labels).to(f64),

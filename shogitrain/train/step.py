@@ -78,7 +78,7 @@ class Run:
 def build_run_model(cfg: Config, device: torch.device) -> nn.Module:
     m = cfg.model
     model = build_model(m.arch, blocks=m.blocks, channels=m.channels, fc_units=m.fc_units,
-                        activation=m.activation, **m.options)
+                        activation=m.activation, input2_planes=m.input2_planes, **m.options)
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -172,7 +172,7 @@ def train_step(run: Run, batch: Batch) -> bool:
     with autocast_context(cfg.amp, run.device):
         policy_logits, value_logit = run.net(batch.x1, batch.x2)
         terms = policy_value_loss(policy_logits.float(), value_logit.float(), batch.labels, batch.result,
-                                  batch.eval, batch.has_eval, cfg.loss)
+                                  batch.eval, batch.has_eval, cfg.loss, policy_target=batch.policy)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms.total).backward()
     scaler.unscale_(optimizer)

@@ -7,6 +7,7 @@ signal N (130 Ctrl-C, 143 SIGTERM; a training run saves its checkpoint first).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -49,6 +50,7 @@ class _Shogitrain(click.Group):
             _stop(getattr(e.__context__, "signum", 2))
         except KeyboardInterrupt as e:
             _stop(getattr(e, "signum", 2))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done: a Ctrl-C now would only garble the exit
         sys.exit(code if isinstance(code, int) else 0)
 
 

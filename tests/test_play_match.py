@@ -139,7 +139,7 @@ def test_ctrl_c_keeps_finished_games(tmp_path, signum):
             break
         time.sleep(0.2)
     proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=30)
+    stdout, stderr = proc.communicate(timeout=120)  # generous: a loaded machine stretches the wind-down
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     results = _results(out)

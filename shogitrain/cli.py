@@ -247,18 +247,19 @@ def verify(path):
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Directory for the figures and report.md.")
-@click.option("--name", "names", multiple=True, help="Legend names, one per run (default: run names).")
+@click.option("--name", "names", multiple=True,
+              help="Legend names, one per group (runs that differ only in train.seed form one group), in order.")
+@click.option("--baseline", help="The group the others are compared with [default: the first].")
 @click.option("--match", "match_dirs", multiple=True, type=click.Path(),
               help="A `shogitrain match` output directory: adds its Elo table (repeatable; RUN_DIR/match is read too).")
-def compare(run_dirs, out, names, match_dirs):
-    """Draw the 2021 note's four figures for RUN_DIRS and write a markdown report with final metrics and times."""
+def compare(run_dirs, out, names, baseline, match_dirs):
+    """Figures, report.md and summary.json for RUN_DIRS (or sweep directories): seeds grouped, mean ± 95% CI,
+    paired differences against a baseline, and the Elo of engine matches."""
     from pathlib import Path
 
     from shogitrain.report import compare_runs
 
-    if names and len(names) != len(run_dirs):
-        raise click.UsageError(f"--name given {len(names)} times for {len(run_dirs)} runs")
-    report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None,
+    report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None, baseline,
                           [Path(d) for d in match_dirs])
     click.echo(f"report: {report}")
 

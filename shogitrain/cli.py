@@ -177,6 +177,29 @@ def train(config_path, arch, data, run_dir, amp, overrides, resume, no_verify, q
     click.echo(f"run directory: {out}")
 
 
+@main.command()
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(), help="Dataset directory (replaces the file's data).")
+@click.option("--out", "-o", type=click.Path(), help="Experiment directory (replaces the file's out).")
+@click.option("--parallel", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs trained at a time, as subprocesses sharing the cores (1: one after another in this "
+                   "process, the way to use torchrun).")
+@click.option("--dry-run", is_flag=True, help="List the runs and what a sweep would do with each; train nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-run progress bar.")
+def sweep(experiment, data, out, parallel, dry_run, quiet):
+    """Train every (variant, seed) of an EXPERIMENT file into OUT/<variant>/seed-<n>/; rerun to continue."""
+    from shogitrain.sweep import SweepError, run_sweep
+
+    try:
+        run_sweep(experiment, data=data, out=out, parallel=parallel, dry_run=dry_run, progress=not quiet,
+                  say=click.echo)
+    except SweepError as e:
+        raise _user_error(e) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to continue", err=True)
+        raise SystemExit(130) from None
+
+
 @main.command(name="eval")
 @click.option("--checkpoint", type=click.Path(), help="checkpoint.pt of a run.")
 @click.option("--onnx", type=click.Path(), help="A dlshogi-format ONNX model (e.g. from `export`, or a public net).")

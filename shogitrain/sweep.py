@@ -117,6 +117,13 @@ def _override_texts(where: str, value) -> list[str]:
     return texts
 
 
+def _preset(where: str, body: dict, default: str | None) -> str | None:
+    preset = body.get("config", default)
+    if preset is not None and not isinstance(preset, str):
+        raise SweepError(f"{where}.config: expected the path of a config file, got {preset!r}")
+    return preset
+
+
 def _checked(where: str, variant: Variant) -> Variant:
     """The variant, once its config loads (an unknown key is an error with its 'did you mean')."""
     try:
@@ -131,11 +138,12 @@ def _checked(where: str, variant: Variant) -> Variant:
 
 def _listed_variants(path: Path, spec: dict) -> list[Variant]:
     base = _mapping(f"{path}: base", spec.get("base"), VARIANT_KEYS)
+    base_preset = _preset(f"{path}: base", base, None)
     base_overrides = _override_texts(f"{path}: base.set", base.get("set"))
-    _checked(f"{path}: base", Variant("base", base.get("config"), tuple(base_overrides)))
+    _checked(f"{path}: base", Variant("base", base_preset, tuple(base_overrides)))
     listed = spec.get("variants")
     if listed is None:
-        return [Variant("", base.get("config"), tuple(base_overrides))]
+        return [Variant("", base_preset, tuple(base_overrides))]
     if not isinstance(listed, dict) or not listed:
         raise SweepError(f"{path}: variants: expected a mapping of variant names, got {listed!r}")
     variants = []
@@ -143,7 +151,7 @@ def _listed_variants(path: Path, spec: dict) -> list[Variant]:
         where = f"{path}: variants.{name}"
         body = _mapping(where, body, VARIANT_KEYS)
         overrides = base_overrides + _override_texts(f"{where}.set", body.get("set"))
-        variants.append(_checked(where, Variant(str(name), body.get("config", base.get("config")), tuple(overrides))))
+        variants.append(_checked(where, Variant(str(name), _preset(where, body, base_preset), tuple(overrides))))
     return variants
 
 
@@ -306,13 +314,14 @@ class Progress:
         if not by_variant:
             return None
         fallback = statistics.fmean(statistics.median(v) for v in by_variant.values())
-        remaining = 0.0
+        remaining, left = 0.0, 0
         for run in self.runs:
             if run.label in self.done:
                 continue
             per_step = statistics.median(by_variant.get(run.variant.name, [fallback]))
             remaining += max(self.steps[run.label] - measured[run.label][0], 0) * per_step
-        return remaining / self.parallel
+            left += 1
+        return remaining / max(1, min(self.parallel, left))
 
     def line(self, running: list[PlannedRun] = ()) -> str:
         eta = self.eta_s()
@@ -407,7 +416,7 @@ def _run_subprocesses(pending: list[PlannedRun], states: dict, progress: Progres
                     progress.done.add(label)
                 else:
                     failures.append(f"{label}: {_last_line(run.dir / LOG_FILE)} (see {run.dir / LOG_FILE})")
-            if finished or time.monotonic() - last_status > STATUS_EVERY_S:
+            if (queue or active) and (finished or time.monotonic() - last_status > STATUS_EVERY_S):
                 say(progress.line([run for run, _ in active.values()]))
                 last_status = time.monotonic()
     except KeyboardInterrupt:  # Ctrl-C reached the children too: each saves its checkpoint

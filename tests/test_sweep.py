@@ -64,6 +64,8 @@ def test_experiment_file_errors_name_the_key(sample_dataset, tmp_path):
     assert "seeds: expected a count" in _error(tmp_path, sample_dataset, seeds=[1, 1])
     assert "has no manifest.json" in _error(tmp_path, sample_dataset, data=str(tmp_path))
     assert "grid.optim.lr: expected a non-empty list" in _error(tmp_path, sample_dataset, grid={"optim.lr": 0.1})
+    assert "variants.nf.config: expected the path" in _error(tmp_path, sample_dataset, variants={"nf": {"config": 3}})
+    assert "cannot read config file" in _error(tmp_path, sample_dataset, variants={"nf": {"config": "no.yaml"}})
     assert "not a plain directory name" in _error(tmp_path, sample_dataset, variants={"a/b": None})
     result = CliRunner().invoke(main, ["sweep", str(tmp_path / "e.yaml")])
     assert result.exit_code == 1 and result.output.startswith("Error: ") and "not a plain" in result.output

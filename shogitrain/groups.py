@@ -18,7 +18,7 @@ NOT_VARIANT_KEYS = (
     "train.seed",               # the replicate: what a group is made of
     "run.name", "run.dir",      # where the run is written
     "data.path",                # where the data lives (the data itself is identified by its manifest hash)
-    "data.workers", "data.prefetch",                     # loader plumbing
+    "data.prefetch",                                     # loader plumbing
     "train.log_interval", "train.checkpoint_interval",   # how often it writes, not what it learns
     "train.max_nonfinite",                               # when a diverging run gives up
 )

@@ -179,7 +179,10 @@ def _variants(path: Path, spec: dict) -> list[Variant]:
     points = _grid_points(path, spec.get("grid"))
     variants = []
     for v, (point, overrides) in itertools.product(listed, points):
-        name = "_".join(part for part in (v.name, point) if part) or "base"
+        if not point:
+            variants.append(Variant(v.name or "base", v.preset, v.overrides))
+            continue
+        name = "_".join(part for part in (v.name, point) if part)
         variants.append(_checked(f"{path}: grid ({name})", Variant(name, v.preset, v.overrides + tuple(overrides))))
     names = [v.name for v in variants]
     repeated = sorted({n for n in names if names.count(n) > 1})

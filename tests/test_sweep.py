@@ -83,6 +83,15 @@ def test_grid_crossed_with_variants(sample_dataset, tmp_path):
     assert (cfg.model.arch, cfg.optim.lr, cfg.train.seed, cfg.model.options) == ("nf", 0.02, 5, {"alpha": 0.2})
     assert (cfg.run.dir, cfg.run.name, cfg.data.path) == (str(run.dir.parent), "seed-5", str(sample_dataset))
 
+    spec = yaml.safe_load(path.read_text())
+    del spec["variants"]
+    spec["grid"] = {"optim.lr": [0.01, 0.02]}
+    path.write_text(yaml.safe_dump(spec))
+    assert [v.name for v in load_experiment(path).variants] == ["lr-0.01", "lr-0.02"]
+    del spec["grid"]
+    path.write_text(yaml.safe_dump(spec))
+    assert [v.name for v in load_experiment(path).variants] == ["base"]
+
 
 # ---------------------------------------------------------------------------------------------- running
 

@@ -188,16 +188,14 @@ def train(config_path, arch, data, run_dir, amp, overrides, resume, no_verify, q
 @click.option("--quiet", "-q", is_flag=True, help="No per-run progress bar.")
 def sweep(experiment, data, out, parallel, dry_run, quiet):
     """Train every (variant, seed) of an EXPERIMENT file into OUT/<variant>/seed-<n>/; rerun to continue."""
-    from shogitrain.sweep import SweepError, run_sweep
+    from shogitrain.sweep import run_sweep
 
     try:
         run_sweep(experiment, data=data, out=out, parallel=parallel, dry_run=dry_run, progress=not quiet,
                   say=click.echo)
-    except SweepError as e:
-        raise _user_error(e) from None
     except KeyboardInterrupt:
-        click.echo("interrupted: run the same command again to continue", err=True)
-        raise SystemExit(130) from None
+        click.echo("the sweep stopped: run the same command again to continue", err=True)
+        raise
 
 
 @main.command(name="eval")

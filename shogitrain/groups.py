@@ -18,7 +18,8 @@ NOT_VARIANT_KEYS = (
     "train.seed",               # the replicate: what a group is made of
     "run.name", "run.dir",      # where the run is written
     "data.path",                # where the data lives (the data itself is identified by its manifest hash)
-    "data.prefetch",                                     # loader plumbing
+    "data.prefetch", "data.verify",                      # loader plumbing, a check before training
+    "defaults_from",                                     # notes on automatic choices (their results are keys)
     "train.log_interval", "train.checkpoint_interval",   # how often it writes, not what it learns
     "train.max_nonfinite",                               # when a diverging run gives up
 )

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from shogitrain.files import atomic_write, strict_json
 from shogitrain.groups import differing_keys, identity, variant_keys
 from shogitrain.report_figures import (BAND_DESCRIPTIONS, SPLIT_DESCRIPTIONS, FigureError, draw_figures,
                                        figure_data, import_matplotlib)
@@ -507,23 +508,6 @@ def section_time(c: Comparison) -> list[str]:
 SECTIONS = (section_runs, section_figures, section_final_metrics, section_differences, section_time)
 
 
-def _json_safe(value):
-    """NaN / inf → None, so summary.json is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def compare_runs(run_dirs, out_dir: Path, names: list[str] | None = None, baseline: str | None = None,
                  sections=SECTIONS) -> Path:
     """Write the figures, ``report.md`` and ``summary.json`` for ``run_dirs`` into ``out_dir``.
@@ -553,6 +537,8 @@ def compare_runs(run_dirs, out_dir: Path, names: list[str] | None = None, baseli
     comparison = Comparison(runs=runs, groups=groups, baseline=base, figures=figures, summary=summary)
     text = "\n".join(line for section in sections for line in section(comparison))
     report = out_dir / "report.md"
-    _write_text(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=1) + "\n")
-    _write_text(report, text)
+    for path, content in ((out_dir / "summary.json", json.dumps(strict_json(summary), indent=1) + "\n"),
+                          (report, text)):
+        with atomic_write(path) as f:
+            f.write(content)
     return report

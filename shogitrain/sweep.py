@@ -3,11 +3,13 @@
 An experiment file (docs/experiments.md) names a base config, variants (a list and/or a grid of
 config keys), the seeds, the prepared dataset and an output directory; the run of a variant with
 seed n goes to ``OUT/<variant>/seed-<n>/``. A rerun skips finished runs (run.json ``finished_step``
-≥ ``steps``), resumes interrupted ones from their checkpoint (bit-identical: ``train(resume=True)``)
-and restarts those that had not checkpointed yet; a run whose stored config no longer matches the
-file is an error rather than a silent mix. Runs go one after another in this process — under
-torchrun every rank takes part in each — or ``parallel`` at a time as ``shogitrain train``
-subprocesses that share the cores. ``OUT/experiment.json`` lists the runs for `compare`.
+≥ the planned steps) and trains every other run: ``train(resume=True)`` continues one with a
+checkpoint bit-identically (or extends it when the file asks for more steps), and a directory
+without a checkpoint is started over. A run whose stored
+config differs from the file in a key a resume may not change (train/resume.py), or that trained
+on other data, stops the sweep before anything is trained. Runs go one after another in this
+process — under torchrun every rank takes part in each — or ``parallel`` at a time as
+``shogitrain train`` subprocesses that share the cores. ``OUT/experiment.json`` lists the runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from shogitrain.config import Config, ConfigError, load_config
-from shogitrain.groups import differing_keys, variant_keys
+from shogitrain.config import Config, ConfigError, config_to_dict, load_config
+from shogitrain.files import atomic_write
 from shogitrain.report import EXPERIMENT_FILE, hms
 
 EXPERIMENT_KEYS = ("base", "variants", "grid", "seeds", "data", "out")
@@ -235,20 +236,20 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def run_state(run: PlannedRun) -> str:
-    """'finished', 'resume' (a checkpoint of an unfinished run) or 'new' (nothing to continue from)."""
+def run_state(run: PlannedRun, steps: int) -> str:
+    """'finished' (``steps`` or more trained), 'resume' (a checkpoint to continue) or 'new'."""
     if not (run.dir / "checkpoint.pt").is_file():
         return "new"
-    info = _read_json(run.dir / "run.json")
-    finished, steps = info.get("finished_step"), info.get("steps")
-    if isinstance(finished, int) and isinstance(steps, int) and finished >= steps:
-        return "finished"
-    return "resume"
+    finished = _read_json(run.dir / "run.json").get("finished_step")
+    return "finished" if isinstance(finished, int) and finished >= steps else "resume"
 
 
 def check_same_run(run: PlannedRun) -> None:
-    """Refuse to continue or skip a run trained under another config or on other data than planned."""
+    """Refuse a run with a checkpoint whose config differs from the plan in a key a resume may not
+    change (the rules of train/resume.py), or that trained on other data — finished runs included,
+    which the sweep would otherwise skip without a look."""
     from shogitrain.shards.reader import manifest_hash
+    from shogitrain.train.resume import config_changes, refused_changes
 
     try:
         stored = yaml.safe_load((run.dir / "config.yaml").read_text(encoding="utf-8"))
@@ -256,22 +257,16 @@ def check_same_run(run: PlannedRun) -> None:
         stored = None
     if not isinstance(stored, dict):
         raise SweepError(f"{run.dir}: a checkpoint without a readable config.yaml; move the run away to restart it")
-    planned = variant_keys(_plain_config(run.config()), None)
-    changed = differing_keys([variant_keys(stored, None), planned])
-    if changed:
-        key = changed[0]
-        was, now = variant_keys(stored, None).get(key, "unset"), planned.get(key, "unset")
-        raise SweepError(f"{run.dir}: trained with {key}={was!r}, the experiment now says {now!r}; "
+    planned = config_to_dict(run.config())
+    if planned.get("amp") == "auto":  # train resolves it for the device; config.yaml holds the choice
+        planned["amp"] = stored.get("amp")
+    refused = refused_changes(config_changes(stored, planned))
+    if refused:
+        raise SweepError(f"{run.dir}: trained with another config than the experiment's: {'; '.join(refused)}; "
                          "restore the experiment file or move the run away")
     recorded = _read_json(run.dir / "run.json").get("data_manifest_sha256")
     if recorded and recorded != manifest_hash(run.data):
         raise SweepError(f"{run.dir}: trained on another dataset than {run.data} (manifest hash differs)")
-
-
-def _plain_config(cfg: Config) -> dict:
-    from shogitrain.config import config_to_dict
-
-    return yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))  # as config.yaml stores it
 
 
 def planned_steps(cfg: Config) -> int:
@@ -302,10 +297,10 @@ def measured_progress(run: PlannedRun) -> tuple[int, float | None]:
 class Progress:
     """Runs done / total and an ETA from the step times measured in the runs' own files."""
 
-    def __init__(self, runs: list[PlannedRun], states: dict, parallel: int):
+    def __init__(self, runs: list[PlannedRun], parallel: int):
         self.runs, self.parallel = runs, parallel
-        self.done = {r.label for r in runs if states[r.label] == "finished"}
         self.steps = {r.label: planned_steps(r.config()) for r in runs}
+        self.done: set[str] = set()  # labels of the finished runs
 
     def eta_s(self) -> float | None:
         measured = {r.label: measured_progress(r) for r in self.runs}
@@ -345,18 +340,13 @@ def _write_listing(exp: Experiment) -> None:
         "runs": [{"variant": r.variant.name, "seed": r.seed, "dir": str(r.dir.relative_to(exp.out))} for r in exp.runs],
     }
     exp.out.mkdir(parents=True, exist_ok=True)
-    tmp = exp.out / f".{EXPERIMENT_FILE}.tmp"
-    tmp.write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, exp.out / EXPERIMENT_FILE)
+    with atomic_write(exp.out / EXPERIMENT_FILE) as f:
+        f.write(json.dumps(listing, indent=1) + "\n")
 
 
-def _train_errors() -> tuple:
-    from shogitrain.device import DeviceError
-    from shogitrain.shards.reader import DatasetError
-    from shogitrain.train.checkpoint import CheckpointError
-    from shogitrain.train.loop import TrainingError
-
-    return ConfigError, DatasetError, CheckpointError, TrainingError, DeviceError
+def _is_shogitrain_error(e: Exception) -> bool:
+    """An error of a shogitrain class: bad input or a diverged run, a one-line message (not a bug)."""
+    return type(e).__module__.split(".")[0] == "shogitrain"
 
 
 def _run_here(pending: list[PlannedRun], states: dict, progress: Progress, show_bars: bool, say,
@@ -368,8 +358,11 @@ def _run_here(pending: list[PlannedRun], states: dict, progress: Progress, show_
     for run in pending:
         say(f"{progress.line()}\n  → {run.label}" + (" (resuming)" if states[run.label] == "resume" else ""))
         try:
+            # a directory without a checkpoint (stopped before its first save): train starts it over
             train(run.config(), resume=states[run.label] == "resume", progress=show_bars)
-        except _train_errors() as e:
+        except Exception as e:
+            if not _is_shogitrain_error(e):
+                raise
             if under_torchrun:  # the other ranks cannot go on alone
                 raise SweepError(f"{run.label}: {e}") from None
             failures.append(f"{run.label}: {e}")
@@ -429,56 +422,44 @@ def _run_subprocesses(pending: list[PlannedRun], states: dict, progress: Progres
     return failures
 
 
-def _clear(run: PlannedRun) -> None:
-    """A run directory with no checkpoint holds nothing to continue from: start it afresh."""
-    if run.dir.exists():
-        shutil.rmtree(run.dir)
-
-
 def run_sweep(path, data: str | None = None, out: str | None = None, parallel: int = 1, dry_run: bool = False,
               progress: bool = True, say=print) -> Experiment:
-    """Train every run of the experiment not finished yet; raises :class:`SweepError` if any failed."""
-    from shogitrain.train.distributed import init_distributed
+    """Train every run of the experiment not finished yet; raises :class:`SweepError` if any failed.
 
+    Under torchrun every rank reads the runs' states before the process group forms (a rendezvous
+    of all ranks), so no rank sees a file another has already changed; the group then serves
+    every run."""
     exp = load_experiment(path, data, out)
     under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if under_torchrun and parallel > 1:
         raise SweepError("--parallel runs single-process runs side by side; under torchrun each run uses "
                          "every rank, one after another: use --parallel 1")
-    states = {run.label: run_state(run) for run in exp.runs}
+    tracker = Progress(exp.runs, parallel)
+    states = {run.label: run_state(run, tracker.steps[run.label]) for run in exp.runs}
     for run in exp.runs:
         if states[run.label] != "new":
             check_same_run(run)
-    tracker = Progress(exp.runs, states, parallel)
+    tracker.done = {label for label, state in states.items() if state == "finished"}
     if dry_run:
         for run in exp.runs:
             say(f"{run.label}: {states[run.label]} ({tracker.steps[run.label]} steps) → {run.dir}")
         say(tracker.line())
         return exp
-    dist_info = None
-    if under_torchrun:  # every rank has read the states before rank 0 clears a directory
-        import torch.distributed as dist
+    from shogitrain.train.distributed import init_distributed, shutdown
 
-        dist_info = init_distributed(exp.runs[0].config().train.device.replace("auto", "cuda" if _cuda() else "cpu"))
-        dist.barrier()
-    main_rank = dist_info is None or dist_info.is_main
-    say = say if main_rank else (lambda *_: None)
-    pending = [run for run in exp.runs if states[run.label] != "finished"]
-    if main_rank:
-        _write_listing(exp)
-        for run in pending:
-            if states[run.label] == "new":
-                _clear(run)
-    if dist_info is not None:
-        dist.barrier()
-    if parallel == 1:
-        failures = _run_here(pending, states, tracker, progress and main_rank, say, under_torchrun)
-    else:
-        failures = _run_subprocesses(pending, states, tracker, parallel, say)
-    if dist_info is not None:
-        from shogitrain.train.distributed import shutdown
-
-        shutdown(dist_info)
+    device = exp.runs[0].config().train.device
+    group = init_distributed(device if device != "auto" else ("cuda" if _cuda() else "cpu"))
+    say = say if group.is_main else (lambda *_: None)
+    try:
+        if group.is_main:
+            _write_listing(exp)
+        pending = [run for run in exp.runs if states[run.label] != "finished"]
+        if parallel == 1:
+            failures = _run_here(pending, states, tracker, progress and group.is_main, say, group.enabled)
+        else:
+            failures = _run_subprocesses(pending, states, tracker, parallel, say)
+    finally:
+        shutdown(group)  # one process group for every run: formed above, after each rank read the states
     say(tracker.line())
     if failures:
         raise SweepError(f"{len(failures)} of {len(exp.runs)} runs failed: " + "; ".join(failures))

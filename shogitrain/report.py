@@ -469,8 +469,9 @@ def section_differences(c: Comparison) -> list[str]:
             continue
         n = max(d["n"] for d in rows)
         resolved = sum(d["resolved"] for d in rows)
-        lines += [f"### {group.name} − {c.baseline.name}", "",
-                  f"{n} paired seed{'s' if n != 1 else ''}; {resolved} of {len(rows)} differences resolved.", ""]
+        summary_line = (f"{n} paired seeds; {resolved} of {len(rows)} differences resolved." if n > 1 else
+                        "One pair of runs: each difference is a single measurement, with no interval or test.")
+        lines += [f"### {group.name} − {c.baseline.name}", "", summary_line, ""]
         lines += _table(["metric", c.baseline.name, group.name, "difference", "95% CI", "t (df)", "p", "verdict"], [[
             d["metric"], _cell(d["baseline_mean"]), _cell(d["group_mean"]), f"{d['mean']:+.4f}",
             "—" if d["low"] is None else f"[{d['low']:+.4f}, {d['high']:+.4f}]",

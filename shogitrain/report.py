@@ -9,8 +9,9 @@ and every plotted series).
 
 The report is a list of sections rendered in order (:data:`SECTIONS`); a section is a function
 ``Comparison → list of markdown lines`` and may add its numbers to ``comparison.summary`` under its
-own key. ``compare_runs(..., sections=SECTIONS + (more,))`` adds one. Statistics (t-intervals, the
-paired t-test over seeds) come from shogitrain/stats.py; docs/experiments.md explains them.
+own key (the Elo section of engine matches does). ``compare_runs(..., sections=SECTIONS + (more,))``
+adds one. Statistics (t-intervals, the paired t-test over seeds) come from shogitrain/stats.py;
+docs/experiments.md explains them.
 """
 
 from __future__ import annotations
@@ -351,6 +352,7 @@ class Comparison:
     baseline: Group
     figures: dict
     summary: dict
+    elo: tuple[str, list] | None = None  # the match results' markdown and summary entries
 
 
 def _cell(value, digits: int = 4) -> str:
@@ -506,18 +508,39 @@ def section_time(c: Comparison) -> list[str]:
     return lines + [""]
 
 
-SECTIONS = (section_runs, section_figures, section_final_metrics, section_differences, section_time)
+def section_elo(c: Comparison) -> list[str]:
+    """The engine matches' Elo tables (shogitrain.play.results), when there are match results."""
+    if c.elo is None:
+        return []
+    c.summary["elo"] = c.elo[1]
+    return c.elo[0].rstrip("\n").split("\n") + [""]
+
+
+def _elo_of(run_dirs, match_dirs) -> tuple[str, list] | None:
+    """``RUN_DIR/match`` of every run directory given (a sweep directory's too), then ``match_dirs``."""
+    from shogitrain.play.results import ResultsError, match_dirs_of, markdown_section
+
+    dirs = match_dirs_of(run_dirs, match_dirs)
+    try:
+        return markdown_section(dirs) if dirs else None
+    except ResultsError as e:
+        raise ReportError(str(e)) from None
+
+
+SECTIONS = (section_runs, section_figures, section_final_metrics, section_differences, section_elo, section_time)
 
 
 def compare_runs(run_dirs, out_dir: Path, names: list[str] | None = None, baseline: str | None = None,
-                 sections=SECTIONS) -> Path:
+                 match_dirs=(), sections=SECTIONS) -> Path:
     """Write the figures, ``report.md`` and ``summary.json`` for ``run_dirs`` into ``out_dir``.
 
     ``names`` renames the groups in order; ``baseline`` names the group the others are compared
-    with (default: the first). Returns the path of ``report.md``. Raises :class:`ReportError` for a
+    with (default: the first). Match results (``RUN_DIR/match/results.json`` and ``match_dirs``)
+    add an "Elo" section. Returns the path of ``report.md``. Raises :class:`ReportError` for a
     directory without metrics.jsonl, an unreadable file, or when matplotlib is not installed.
     """
     runs = load_runs(run_dirs)
+    elo = _elo_of(list(dict.fromkeys([*map(Path, run_dirs), *(r.dir for r in runs)])), match_dirs)
     groups = group_runs(runs, names)
     names_of = [g.name for g in groups]
     if baseline is not None and baseline not in names_of:
@@ -535,7 +558,7 @@ def compare_runs(run_dirs, out_dir: Path, names: list[str] | None = None, baseli
     summary = {"baseline": base.name, "groups": group_statistics(groups),
                "differences": baseline_differences(groups, base), "runs": run_summaries(groups),
                "figures": figures}
-    comparison = Comparison(runs=runs, groups=groups, baseline=base, figures=figures, summary=summary)
+    comparison = Comparison(runs=runs, groups=groups, baseline=base, figures=figures, summary=summary, elo=elo)
     text = "\n".join(line for section in sections for line in section(comparison))
     report = out_dir / "report.md"
     for path, content in ((out_dir / "summary.json", json.dumps(strict_json(summary), indent=1) + "\n"),

@@ -31,6 +31,7 @@ from shogitrain.groups import differing_keys, identity, variant_keys
 from shogitrain.report_figures import (BAND_DESCRIPTIONS, SPLIT_DESCRIPTIONS, FigureError, draw_figures,
                                        figure_data, import_matplotlib)
 from shogitrain.stats import mean_interval, paired_difference
+from shogitrain.train.runlog import MetricsError, read_rows
 
 METRICS_FILE = "metrics.jsonl"
 RUN_FILE = "run.json"
@@ -87,27 +88,21 @@ class Group:
 
 
 def _read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's rows (train/runlog.read_rows: a torn last row, of a run still writing or killed
+    mid-write, is skipped); each must name its split."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         raise ReportError(f"{run_dir}: no {METRICS_FILE} (not a shogitrain run directory, "
                           "or the run has not logged yet)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if number == len(lines) and not line.endswith("\n"):
-                break  # the run is still writing (or was killed mid-write): skip its partial last row
-            raise ReportError(f"{path}:{number}: not a JSON row ({e.msg})") from None
-        if not isinstance(row, dict) or "step" not in row or "split" not in row:
-            raise ReportError(f"{path}:{number}: a metrics row needs 'step' and 'split'")
-        rows.append(row)
+    try:
+        rows, _ = read_rows(path)
+    except MetricsError as e:
+        raise ReportError(str(e)) from None
     if not rows:
         raise ReportError(f"{run_dir}: {METRICS_FILE} has no rows")
+    unnamed = next((i for i, row in enumerate(rows) if "split" not in row), None)
+    if unnamed is not None:
+        raise ReportError(f"{path}: row {unnamed + 1} has no 'split'")
     return rows
 
 

@@ -31,7 +31,8 @@ from shogitrain import __version__
 from shogitrain.records.archives import (
     ArchiveError, ArchiveMember, archive_kind, archive_members, close_archives, require_support,
 )
-from shogitrain.files import WriteError, exclusive_lock, printable, remove_stale_temps, temp_name, write_error
+from shogitrain.files import (WriteError, exclusive_lock, file_sha256, printable, remove_stale_temps, temp_name,
+                              write_error)
 from shogitrain.records.filters import GameFilter
 from shogitrain.shards.convert import games_rows
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE
@@ -118,14 +119,6 @@ def split_of(key: bytes, seed: int, test_fraction: float) -> str:
     h = hashlib.blake2b(key, digest_size=8, key=struct.pack("<q", seed)).digest()
     u = int.from_bytes(h, "little") / 2**64
     return "test" if u < test_fraction else "train"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # A CSA file larger than this is read in pieces of about this size, cut after game separator lines
@@ -270,7 +263,7 @@ def _binary_pieces(path: Path, piece_bytes: int) -> list[_BinaryPiece]:
 
 def _listed_members(path: Path) -> list:
     """The record members of a zip or tar (read later by the workers), or the problem."""
-    digest = _sha256(path)
+    digest = file_sha256(path)
     try:
         members = list(archive_members(path, RECORD_SUFFIXES))
     except ArchiveError as e:
@@ -285,7 +278,7 @@ def _expand(item):
     if not isinstance(item, _Stream):
         yield item
         return
-    digest = _sha256(item.path)
+    digest = file_sha256(item.path)
     count = 0
     try:
         for member in archive_members(item.path, RECORD_SUFFIXES):
@@ -403,7 +396,7 @@ def _open_item(item) -> tuple[FileResult, bytes | None]:
         if path.suffix.lower() in {".csa"} | BINARY_SUFFIXES:
             raw = path.read_bytes()
             return FileResult(name, hashlib.sha256(raw).hexdigest()), raw
-        return FileResult(name, _sha256(path)), None
+        return FileResult(name, file_sha256(path)), None
     except OSError as e:
         result = FileResult(name, "")
         reason = f"cannot read: {e.strerror}" if e.strerror else str(e)
@@ -926,7 +919,7 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             "test_data": [printable(p) for p in test_files],
             "seed": seed,
             "sources": sources,
-            "games_sha256": _sha256(tmp / "games.jsonl"),
+            "games_sha256": file_sha256(tmp / "games.jsonl"),
             "shogitrain_version": __version__,
         }
         report = {

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("cshogi")
 
+from conftest import popen_interruptible  # noqa: E402
 from play_helpers import FSF, GPSUSI, check_record, fake_engine, require_binary  # noqa: E402
 from shogitrain.cli import main  # noqa: E402
 from shogitrain.play.elo import pentanomial_elo, sprt_llr  # noqa: E402
@@ -131,8 +132,8 @@ def test_ctrl_c_keeps_finished_games(tmp_path, signum):
     pids = tmp_path / "pids"
     engines = [fake_engine(tmp_path, delay=0.01, pidfile=pids), fake_engine(tmp_path, delay=0.01, seed=4, pidfile=pids)]
     args = ["match", *engines, "--games", 400, "--nodes", 1, "--max-moves", 60, "--concurrency", 2, "--out", out]
-    proc = subprocess.Popen([sys.executable, "-m", "shogitrain", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible([sys.executable, "-m", "shogitrain", *map(str, args)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if (out / "results.json").exists() and len(_results(out)["games"]) >= 3:

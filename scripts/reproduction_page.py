@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,13 +196,14 @@ def write_page(repro: Path, out: Path) -> None:
         lines.append(f"- **{g['name']}**: " + "; ".join(f"{m} {verdict(m, rows[m])}" for m in METRICS if m in rows)
                      + ".")
     lines += [""] + skip_gain_lines(summary) + strength_lines(repro, summary)
-    lines += time_lines(summary)
+    lines += time_lines(repro, summary)
     lines += ["## What this supports", ""] + conclusions(summary) + [""]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def time_lines(summary: dict) -> list[str]:
+def time_lines(repro: Path, summary: dict) -> list[str]:
     base = next(g for g in summary["groups"] if g["name"] == summary["baseline"])["wall_clock_s"]["mean"]
+    training = sum(sum(g["wall_clock_s"]["values"]) for g in summary["groups"])
     lines = ["## Training time", "",
              "Wall-clock training time per run (evaluations excluded), mean over seeds, as a share of bn's. Two "
              "runs shared two busy cores, so these times carry the machine's load; docs/benchmarks.md has "
@@ -209,6 +211,12 @@ def time_lines(summary: dict) -> list[str]:
     for g in summary["groups"]:
         mean = g["wall_clock_s"]["mean"]
         lines.append(f"| {g['name']} | {mean / 60:.1f} min | {100 * mean / base:.1f} % |")
+    lines += ["", f"In all, {training / 3600:.2f} h of training, about {training / 7200:.2f} h with two runs at a "
+                  "time (the sweep ran in parts, so its elapsed time is not one figure)."]
+    match = read_json(repro / "match" / "results.json")
+    if match and match.get("started") and match.get("written"):
+        took = datetime.fromisoformat(match["written"]) - datetime.fromisoformat(match["started"])
+        lines[-1] += f" The round robin took {took.total_seconds() / 60:.0f} min."
     return lines + [""]
 
 

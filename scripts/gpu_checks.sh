@@ -36,4 +36,6 @@ for batch in 4096 32768 131072; do
         --positions 262144 --repeats 5 --dtypes float32,bfloat16,uint8
 done
 step train_step_cuda "$py" bench/train_step.py --device cuda --full --amp bf16
+# the step times of configs/experiments/blog-2021-gpu.yaml (fp16, as the note): its expected run time
+step train_step_cuda_fp16 "$py" bench/train_step.py --device cuda --full --amp fp16 --only c --repeats 3
 exit $status

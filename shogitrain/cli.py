@@ -177,6 +177,27 @@ def train(config_path, arch, data, run_dir, amp, overrides, resume, no_verify, q
     click.echo(f"run directory: {out}")
 
 
+@main.command()
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(), help="Dataset directory (replaces the file's data).")
+@click.option("--out", "-o", type=click.Path(), help="Experiment directory (replaces the file's out).")
+@click.option("--parallel", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs trained at a time, as subprocesses sharing the cores (1: one after another in this "
+                   "process, the way to use torchrun).")
+@click.option("--dry-run", is_flag=True, help="List the runs and what a sweep would do with each; train nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-run progress bar.")
+def sweep(experiment, data, out, parallel, dry_run, quiet):
+    """Train every (variant, seed) of an EXPERIMENT file into OUT/<variant>/seed-<n>/; rerun to continue."""
+    from shogitrain.sweep import run_sweep
+
+    try:
+        run_sweep(experiment, data=data, out=out, parallel=parallel, dry_run=dry_run, progress=not quiet,
+                  say=click.echo)
+    except KeyboardInterrupt:
+        click.echo("the sweep stopped: run the same command again to continue", err=True)
+        raise
+
+
 @main.command(name="eval")
 @click.option("--checkpoint", type=click.Path(), help="checkpoint.pt of a run.")
 @click.option("--onnx", type=click.Path(), help="A dlshogi-format ONNX model (e.g. from `export`, or a public net).")
@@ -247,18 +268,19 @@ def verify(path):
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", required=True, type=click.Path(), help="Directory for the figures and report.md.")
-@click.option("--name", "names", multiple=True, help="Legend names, one per run (default: run names).")
+@click.option("--name", "names", multiple=True,
+              help="Legend names, one per group (runs that differ only in train.seed form one group), in order.")
+@click.option("--baseline", help="The group the others are compared with [default: the first].")
 @click.option("--match", "match_dirs", multiple=True, type=click.Path(),
               help="A `shogitrain match` output directory: adds its Elo table (repeatable; RUN_DIR/match is read too).")
-def compare(run_dirs, out, names, match_dirs):
-    """Draw the 2021 note's four figures for RUN_DIRS and write a markdown report with final metrics and times."""
+def compare(run_dirs, out, names, baseline, match_dirs):
+    """Figures, report.md and summary.json for RUN_DIRS (or sweep directories): seeds grouped, mean ± 95% CI,
+    paired differences against a baseline, and the Elo of engine matches."""
     from pathlib import Path
 
     from shogitrain.report import compare_runs
 
-    if names and len(names) != len(run_dirs):
-        raise click.UsageError(f"--name given {len(names)} times for {len(run_dirs)} runs")
-    report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None,
+    report = compare_runs([Path(d) for d in run_dirs], Path(out), list(names) or None, baseline,
                           [Path(d) for d in match_dirs])
     click.echo(f"report: {report}")
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import math
 import os
 import re
 import shutil
 from pathlib import Path
 
-__all__ = ["LockError", "WriteError", "atomic_write", "exclusive_lock", "printable", "remove_stale_temps",
+__all__ = ["LockError", "WriteError", "atomic_write", "exclusive_lock", "file_sha256", "printable", "remove_stale_temps",
            "strict_json", "temp_name", "write_error"]
 
 
@@ -34,6 +35,15 @@ def printable(path) -> str:
     """A path as text that can be written anywhere: bytes that are not UTF-8 (a file name from
     another system's encoding) appear as ``\\xNN`` escapes instead of breaking the JSON writer."""
     return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, read in 4 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def strict_json(value):

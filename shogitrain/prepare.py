@@ -33,7 +33,8 @@ from shogitrain import __version__
 from shogitrain.records.archives import (
     ArchiveError, ArchiveMember, archive_kind, archive_members, close_archives, require_support,
 )
-from shogitrain.files import WriteError, exclusive_lock, printable, remove_stale_temps, temp_name, write_error
+from shogitrain.files import (WriteError, exclusive_lock, file_sha256, printable, remove_stale_temps, temp_name,
+                              write_error)
 from shogitrain.records.filters import GameFilter
 from shogitrain.shards.convert import games_rows
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE
@@ -187,14 +188,6 @@ def split_of(key: bytes, seed: int, test_fraction: float) -> str:
     return "test" if u < test_fraction else "train"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # A CSA file larger than this is read in pieces of about this size, cut after game separator lines
 # ("/"), so that neither a worker nor the main process holds a whole multi-game archive.
 PIECE_BYTES = 16 << 20
@@ -317,7 +310,7 @@ def _binary_pieces(path: Path, piece_bytes: int) -> list[_BinaryPiece]:
     from shogitrain.records.hcpe3 import game_ends
 
     size = path.stat().st_size
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if path.suffix.lower() == ".hcpe":
         n, step = size // 38, max(piece_bytes // 38, 1)
         cuts = [(a, min(a + step, n), a, 38 * min(step, n - a)) for a in range(0, n, step)]
@@ -338,7 +331,7 @@ def _binary_pieces(path: Path, piece_bytes: int) -> list[_BinaryPiece]:
 
 def _listed_members(path: Path) -> list:
     """The record members of a zip or tar (read later by the workers), or the problem."""
-    digest = _sha256(path)
+    digest = file_sha256(path)
     try:
         members = list(archive_members(path, RECORD_SUFFIXES))
     except ArchiveError as e:
@@ -353,7 +346,7 @@ def _expand(item):
     if not isinstance(item, _Stream):
         yield item
         return
-    digest = _sha256(item.path)
+    digest = file_sha256(item.path)
     count = 0
     try:
         for member in archive_members(item.path, RECORD_SUFFIXES):
@@ -472,7 +465,7 @@ def _open_item(item) -> tuple[FileResult, bytes | None]:
         if path.suffix.lower() in {".csa"} | BINARY_SUFFIXES:
             raw = path.read_bytes()
             return FileResult(name, hashlib.sha256(raw).hexdigest()), raw
-        return FileResult(name, _sha256(path)), None
+        return FileResult(name, file_sha256(path)), None
     except OSError as e:
         result = FileResult(name, "")
         reason = f"cannot read: {e.strerror}" if e.strerror else str(e)
@@ -1044,8 +1037,8 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             "test_data": [printable(p) for p in test_data],   # as given: their files are in sources.jsonl
             "seed": seed,
             "source_files": sources,
-            "sources_sha256": _sha256(tmp / "sources.jsonl"),
-            "games_sha256": _sha256(tmp / "games.jsonl"),
+            "sources_sha256": file_sha256(tmp / "sources.jsonl"),
+            "games_sha256": file_sha256(tmp / "games.jsonl"),
             "shogitrain_version": __version__,
         }
         report = {

@@ -2,6 +2,8 @@
 from the bundled sample games (built once per session)."""
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,13 @@ FLOODGATE_FILES = sorted((SAMPLE / "floodgate").glob("*.csa"))
 # Larger record corpora (tournament games, other projects' fixtures) are not bundled: the sweeps over
 # them read this folder (subfolders such as wcsc28/, pro/, fixtures/, floodgate/, openings/).
 EXTRA_DATA_VAR = "SHOGITRAIN_EXTRA_DATA"
+
+
+def popen_interruptible(args, **kwargs) -> subprocess.Popen:
+    """Popen a child that a SIGINT interrupts. A shell without job control starts background jobs
+    (CI's test runner, say) with SIGINT ignored, and Python keeps an ignored SIGINT ignored; a Ctrl-C
+    test would then pass or fail by how it was launched."""
+    return subprocess.Popen(args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def extra_data(*subdirs: str) -> list[Path]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, popen_interruptible
 from shogitrain.cli import main
 from shogitrain.config import ConfigError, load_config
 from shogitrain.files import LockError, WriteError, exclusive_lock
@@ -506,9 +506,9 @@ def test_arguments_that_slip_past_validation_an_empty_test_split_is_loud(tmp_pat
 @pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.0, 1.5, 2.5])
 def test_ctrl_c_during_start_up_exits_130_cleanly(sample_dataset, tmp_path, delay):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([*SHOGITRAIN, "train", "--config", str(REPO / "configs/tiny-bn.yaml"), "--data",
-                             str(sample_dataset), "--run-dir", str(run_dir), "--set", "train.steps=3",
-                             "--quiet"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible([*SHOGITRAIN, "train", "--config", str(REPO / "configs/tiny-bn.yaml"), "--data",
+                                str(sample_dataset), "--run-dir", str(run_dir), "--set", "train.steps=3",
+                                "--quiet"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -6,9 +6,10 @@ docs/internals.md for the model contract (``model.config``, ``model.parameter_gr
 """
 
 from .layers import ACTIVATION_GAMMAS, GammaAct, ScaledStdConv2d, activation_gamma
-from .resnet import NF_STEM_SCALE, RECIPES, SKIP_INITS, ShogiResNet, build_model, parameter_groups
+from .resnet import (NF_STEM_SCALE, RECIPES, SKIP_INITS, ShogiResNet, build_model, parameter_groups,
+                     skip_gain_magnitudes)
 
 __all__ = [
     "ACTIVATION_GAMMAS", "NF_STEM_SCALE", "RECIPES", "SKIP_INITS", "GammaAct", "ScaledStdConv2d",
-    "ShogiResNet", "activation_gamma", "build_model", "parameter_groups",
+    "ShogiResNet", "activation_gamma", "build_model", "parameter_groups", "skip_gain_magnitudes",
 ]

@@ -447,4 +447,16 @@ def parameter_groups(model: nn.Module) -> dict[str, list[str]]:
     return groups
 
 
-__all__ = ["RECIPES", "SKIP_INITS", "NF_STEM_SCALE", "ShogiResNet", "build_model", "parameter_groups"]
+def skip_gain_magnitudes(model: nn.Module) -> dict[str, float]:
+    """Mean and largest |skip_gain| over the blocks' scalar skip gains; ``{}`` for a net without them.
+
+    The train rows log these, so one can follow zero-initialised gains opening under AGC."""
+    gains = [m.skip_gain for m in model.modules() if isinstance(getattr(m, "skip_gain", None), nn.Parameter)]
+    if not gains:
+        return {}
+    magnitudes = torch.stack([g.detach().float().abs() for g in gains]).cpu()
+    return {"skip_gain_abs_mean": float(magnitudes.mean()), "skip_gain_abs_max": float(magnitudes.max())}
+
+
+__all__ = ["RECIPES", "SKIP_INITS", "NF_STEM_SCALE", "ShogiResNet", "build_model", "parameter_groups",
+           "skip_gain_magnitudes"]

@@ -258,7 +258,8 @@ def gradinit(
     (``math.inf`` = none). ``lr``: τ of the scale Adam. ``exclude`` / ``param_filter``: tensors
     not to scale (they still take the simulated step). ``on_step`` receives per iteration
     ``{"iter", "branch": "constraint"|"objective", "grad_norm", "loss", "objective"}`` (floats;
-    ``objective`` None on constraint steps).
+    ``objective`` None on constraint steps). Its length is mostly this signature and docstring; the
+    loop body is one GradInit iteration, kept whole to read against the algorithm in docs/algorithms.md.
     """
     if variant not in ("sgd", "adam"):
         raise ValueError(f"gradinit: variant must be 'sgd' or 'adam', got {variant!r}")

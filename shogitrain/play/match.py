@@ -14,7 +14,6 @@ Output: ``DIR/games/*.csa`` (floodgate style), ``DIR/results.json`` (rewritten a
 from __future__ import annotations
 
 import json
-import os
 import queue
 import random
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import shogi
 
+from shogitrain.files import atomic_write
 from shogitrain.play.csa_writer import csa_text, write_csa
 from shogitrain.play.elo import sprt_state
 from shogitrain.play.referee import Limit, Opening, Player, Rules, play_game, require_cshogi
@@ -71,7 +71,10 @@ class EngineSpec:
             # the first two words of `id name` ("Fairy-Stockfish 11.1 LB 64" → Fairy-Stockfish_11.1)
             return " ".join((id_name or "").split()[:2]) or Path(self.command()[0]).name
         path = Path(self.spec)
-        return path.parent.resolve().name if path.stem == "checkpoint" else path.stem
+        if path.stem != "checkpoint":
+            return path.stem
+        run = path.parent.resolve()  # a run directory; a sweep's (VARIANT/seed-N) is named by both
+        return f"{run.parent.name}-{run.name}" if re.fullmatch(r"seed-\d+", run.name) else run.name
 
 
 @dataclass
@@ -276,13 +279,12 @@ class _Match:
     def results(self) -> dict:
         return {**self.info, "games_planned": self.total, "games": sorted(self.games, key=lambda g: g["game"]),
                 "tally": tally(self.games, self.names), "sprt": self.sprt, "stopped": self.stopped,
-                "finished": datetime.now().isoformat(timespec="seconds")}
+                "complete": self.stopped is None and len(self.games) == self.total,
+                "written": datetime.now().isoformat(timespec="seconds")}
 
     def write_results(self) -> None:
-        path = self.cfg.out / RESULTS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.results(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_write(self.cfg.out / RESULTS_FILE) as f:
+            f.write(json.dumps(self.results(), indent=1, ensure_ascii=False) + "\n")
 
 
 def _start_engines(cfg: MatchConfig) -> tuple[list[str], dict[int, UsiEngine]]:

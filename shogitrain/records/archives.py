@@ -11,11 +11,11 @@ is named ``ARCHIVE!MEMBER`` in reports.
 from __future__ import annotations
 
 import io
-import queue
 import tarfile
-import threading
 import zipfile
 from dataclasses import dataclass
+
+from shogitrain.readahead import Handoff, read_ahead
 
 __all__ = ["ARCHIVE_SUFFIXES", "ArchiveMember", "ArchiveError", "archive_kind", "archive_members", "read_member",
            "close_archives", "require_support"]
@@ -87,7 +87,7 @@ def archive_members(path, suffixes):
                 found = [(m.name, m.size, m.offset_data) for m in t if m.isfile()]
             yield from _mark(path, _records(found, suffixes))
         elif kind == "stream":
-            yield from _with_last(path, _read_ahead(_tar_stream(path, suffixes)))
+            yield from _with_last(path, read_ahead(_tar_stream(path, suffixes), 8))
         else:
             yield from _with_last(path, _7z_stream(path, suffixes))
     except ArchiveError:
@@ -107,71 +107,6 @@ def _with_last(path: str, stream):
         yield ArchiveMember(path, held[0], i, True, len(held[1]), data=held[1])
 
 
-class _Stopped(Exception):
-    """The reading side has gone: the producer stops."""
-
-
-class _Handoff:
-    """Items passed from a producer thread to the reading side through a bounded queue (decompression
-    releases the GIL: it overlaps the reading side's work). The producer's exception is raised on the
-    reading side, in order; once the reading side stops, the producer's next ``put`` raises _Stopped."""
-
-    _END = object()
-
-    def __init__(self, depth: int):
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-
-    def put(self, item) -> None:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-        raise _Stopped
-
-    def run(self, produce):
-        """Run ``produce(self)`` in a thread; yield what it puts."""
-        def target() -> None:
-            try:
-                produce(self)
-                self.put(self._END)
-            except _Stopped:
-                pass
-            except BaseException as e:
-                try:
-                    self.put(e)
-                except _Stopped:
-                    pass
-
-        worker = threading.Thread(target=target, daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = self.queue.get()
-                if item is self._END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self.stop.set()
-            worker.join()
-
-
-def _read_ahead(members, depth: int = 8):
-    """The items of the generator ``members``, produced by a thread up to ``depth`` ahead."""
-    def produce(handoff: _Handoff) -> None:
-        try:
-            for item in members:
-                handoff.put(item)
-        finally:
-            members.close()
-
-    return _Handoff(depth).run(produce)
-
-
 def _tar_stream(path: str, suffixes):
     with tarfile.open(path, "r|*") as t:
         for m in t:
@@ -186,7 +121,7 @@ def _7z_stream(path: str, suffixes):
         from py7zr.io import Py7zIO, WriterFactory
     except ImportError:
         raise ArchiveError(f"{path}: {INSTALL_7Z}") from None
-    handoff = _Handoff(4)
+    handoff = Handoff(4)
 
     class Member(Py7zIO):
         def __init__(self, name: str):

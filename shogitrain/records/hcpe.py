@@ -1,37 +1,13 @@
-"""dlshogi ``hcpe`` files: 38-byte HuffmanCodedPosAndEval records, decoded in numpy.
+"""dlshogi ``hcpe`` files: 38-byte HuffmanCodedPosAndEval records, decoded and encoded in numpy.
 
-Record layout (cshogi's ``HuffmanCodedPosAndEval``, little-endian, no padding)::
-
-    hcp         u1[32]   Huffman-coded position (Apery format)
-    eval        <i2      engine eval, centipawns from the side to move
-    bestMove16  <u2      move16 (cshogi encoding, as in shogitrain.shards.format)
-    gameResult  u1       1 black won, 2 white won, 0 draw (cshogi's GameResult)
-    dummy       u1       padding
-
-The 256-bit position is read least-significant bit first, byte by byte:
-
-* bit 0: side to move (0 black, 1 white); bits 1–7 / 8–14: black / white king square (7 bits each,
-  cshogi numbering, LSB first);
-* then every square 0…80 except the two king squares, one prefix code each (bits in read order,
-  ``c`` colour 0/1, ``p`` promoted 0/1)::
-
-      empty 0    FU 1 0 c p     KY 1 1 0 0 c p    KE 1 1 1 0 c p    GI 1 1 0 1 c p
-      KI 1 1 1 1 0 c            KA 1 1 1 1 1 0 c p                  HI 1 1 1 1 1 1 c p
-
-* then one code per piece in hand until all 38 non-king pieces are accounted for::
-
-      FU 0 0 c    KY 1 0 0 0 c    KE 1 1 0 0 c    GI 1 0 1 0 c    KI 1 1 1 0 c
-      KA 1 1 1 1 1 0 c              HI 1 1 1 1 1 1 c
-
-  (a piece in hand is one bit shorter than on the board, so every position with all 40 pieces takes
-  exactly 256 bits). Positions with pieces outside board and hands (tsume "piece box") are not supported:
-  such rows are reported as invalid.
-
-Decoding is vectorised over rows: an 8-bit window value is precomputed at every bit offset and looked up
-in tables built from the codes above, so a file of a million positions decodes in seconds. Encoding
-(:func:`encode_hcp`, Apery's order: turn, kings, squares 0…80, then Black's and White's hands in
-HAND_KINDS order) is vectorised the same way. :func:`hcpe_games` recovers the games of an hcpe file:
-consecutive records in which each position is the previous one after its ``bestMove16``.
+A record is a 256-bit Huffman-coded position (Apery's format: side to move, the two king squares,
+a prefix code per other square, then the pieces in hand), the eval from the side to move, the
+move played (``bestMove16``, cshogi's move16) and the game result (1 black won, 2 white won, 0
+draw). Decoding is vectorised over rows: an 8-bit window value is precomputed at every bit offset
+and looked up in tables built from the codes, so a million positions decode in seconds;
+:func:`encode_hcp` is the inverse. :func:`hcpe_games` recovers the games of a file: consecutive
+records in which each position is the previous one after its ``bestMove16``. The bit layout and
+the codes: docs/dlshogi-data.md, "The hcpe record and its Huffman-coded position".
 """
 
 from __future__ import annotations

@@ -1,23 +1,12 @@
-"""The compact position row stored in shards.
+"""The compact position row stored in shards: 107 bytes, numpy structured dtype ``POSITION_DTYPE``.
 
-One row per position (107 bytes, numpy structured dtype ``POSITION_DTYPE``):
-
-=========  ==========  ==================================================================
-field      dtype       meaning
-=========  ==========  ==================================================================
-board      u1[81]      piece code per square, cshogi/Apery numbering (see below)
-hand       u1[2,7]     pieces in hand, [black, white] × HAND_KINDS order (FU KY KE GI KI KA HI)
-turn       u1          side to move: 0 black (sente), 1 white (gote)
-ply        <u2         ply number of the position (1 = start position of the record)
-move16     <u2         the move played from this position (cshogi move16 encoding)
-result     u1          game result from the side to move ×2: 0 loss, 1 draw, 2 win
-eval       <i2         engine eval in centipawns from the side to move, clipped to ±32767;
-                       EVAL_MISSING (-32768) when the record has no score for it
-game       <u4         index into the dataset's per-game table (games.jsonl)
-=========  ==========  ==================================================================
-
-Squares, piece codes, hand order and move16 are shogitrain.shogi.vocabulary's. The board is
-stored from Black's view; the feature encoder rotates it.
+``board`` u1[81] (piece codes, Black's view), ``hand`` u1[2,7] (black, white × FU KY KE GI KI KA
+HI), ``turn`` u1 (0 black to move), ``ply`` <u2 (1 = the record's start position), ``move16``
+<u2 (the move played, cshogi's encoding), ``result`` u1 (from the side to move ×2: 0 loss, 1 draw,
+2 win), ``eval`` <i2 (centipawns from the side to move, clipped to ±32767; EVAL_MISSING = −32768
+when the record has none), ``game`` <u4 (index into games.jsonl). Codes, squares and move16 are
+shogitrain.shogi.vocabulary's; the feature encoder rotates the board. :func:`invalid_rows` checks
+rows against what every writer produces. docs/internals.md, "Shard rows", has the table.
 """
 
 from __future__ import annotations

@@ -9,24 +9,16 @@ Datasets prepared before checksums were recorded are checked for everything but 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from shogitrain.files import file_sha256
 from shogitrain.shards.format import ROW_PROBLEMS, invalid_rows
 from shogitrain.shards.reader import DatasetError, iter_games, load_manifest, open_shard
 
 CHUNK_ROWS = 1 << 16
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _shard_problems(path: Path, recorded: dict, rows: bool) -> list[str]:
@@ -35,7 +27,7 @@ def _shard_problems(path: Path, recorded: dict, rows: bool) -> list[str]:
     except DatasetError as e:
         return [str(e)]
     problems = []
-    if "sha256" in recorded and _file_sha256(path) != recorded["sha256"]:
+    if "sha256" in recorded and file_sha256(path) != recorded["sha256"]:
         problems.append(f"{path}: sha256 differs from the manifest's (the file was changed or damaged)")
     for start in range(0, len(array) if rows else 0, CHUNK_ROWS):
         codes = invalid_rows(np.asarray(array[start:start + CHUNK_ROWS]), piece_totals=True)
@@ -56,7 +48,7 @@ def verify_dataset(root, rows: bool = True) -> tuple[list[str], dict]:
     try:
         games = sum(1 for _ in iter_games(root))
         counts["games"] = games
-        if "games_sha256" in manifest and _file_sha256(root / "games.jsonl") != manifest["games_sha256"]:
+        if "games_sha256" in manifest and file_sha256(root / "games.jsonl") != manifest["games_sha256"]:
             problems.append(f"{root / 'games.jsonl'}: sha256 differs from the manifest's")
         declared = sum(int(s.get("games", 0)) for s in manifest["splits"].values())
         if declared != games:
@@ -65,7 +57,7 @@ def verify_dataset(root, rows: bool = True) -> tuple[list[str], dict]:
         problems.append(str(e))
     if "sources_sha256" in manifest:
         try:
-            if _file_sha256(root / "sources.jsonl") != manifest["sources_sha256"]:
+            if file_sha256(root / "sources.jsonl") != manifest["sources_sha256"]:
                 problems.append(f"{root / 'sources.jsonl'}: sha256 differs from the manifest's")
         except OSError as e:
             problems.append(f"{root / 'sources.jsonl'}: unreadable ({e.strerror or e})")

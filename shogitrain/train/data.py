@@ -5,13 +5,12 @@ Rows with soft targets (``SoftRows``) also get their dense policy target built o
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from shogitrain.readahead import read_ahead
 from shogitrain.features import encode_rows, move_labels
 from shogitrain.names import FEATURES2_PLANES, POLICY_SIZE
 from shogitrain.shards.format import EVAL_MISSING
@@ -94,85 +93,51 @@ def make_batch(rows: np.ndarray | SoftRows, device: torch.device, min_ratings: n
 
 
 class RowPrefetcher:
-    """Iterate over ``dataset.read(indices)`` for each index array — or over ``transform(rows)``
-    when a transform is given — produced ``depth`` items ahead in a daemon thread.
+    """``dataset.read(indices)`` for each index array — or ``transform`` of it when a transform is
+    given — produced ``depth`` items ahead in a daemon thread (:func:`~shogitrain.readahead.read_ahead`).
 
     numpy's fancy indexing on memmaps and torch's ops release the GIL, so with
     ``transform=lambda rows: make_batch(rows, device, ...)`` the gather, the pinned copy and the
-    feature encoding of the next batches overlap the training step on the main thread. Items come
-    out in order; an exception raised in the thread (in ``dataset.rows`` or in ``transform``) is
-    raised by the iterator at its place in the sequence.
+    feature encoding of the next batches overlap the training step on the main thread. An error
+    raised in the thread (by ``dataset.read`` or ``transform``) is raised at its place.
 
     ``intra_op_threads``: torch's intra-op thread count for ``transform`` in the worker (e.g. 1 on
     CPU, so that encoding does not run a second OpenMP team against the training step's on the
     same cores; the count is thread-local for a running thread, and is restored after each call).
-    None leaves it alone. Call :meth:`close` (or use ``with``) when stopping before the end, so
-    the thread does not stay blocked holding prefetched batches.
+    None leaves it alone. ``cuda_device``: the worker's current CUDA device. Call :meth:`close`
+    (or use ``with``) when stopping before the end, so that the thread does not stay blocked.
     """
-
-    _END = object()
 
     def __init__(self, dataset: ShardDataset, index_batches, depth: int = 2, transform=None,
                  intra_op_threads: int | None = None, cuda_device: torch.device | None = None):
-        self.queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
-        self._stop = threading.Event()
-        self.thread = threading.Thread(
-            target=self._run, args=(dataset, index_batches, transform, intra_op_threads, cuda_device), daemon=True)
-        self.thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, dataset, index_batches, transform, intra_op_threads, cuda_device):
-        try:
-            if cuda_device is not None:
-                torch.cuda.set_device(cuda_device)  # the current device is per thread
-            for indices in index_batches:
-                item = dataset.read(indices)
-                if transform is not None:
-                    if intra_op_threads:
-                        previous = torch.get_num_threads()
-                        torch.set_num_threads(intra_op_threads)
-                        try:
-                            item = transform(item)
-                        finally:
-                            torch.set_num_threads(previous)
-                    else:
-                        item = transform(item)
-                if not self._put(item):
-                    return
-        except BaseException as e:  # surface errors in the consumer
-            self._put(e)
-            return
-        self._put(self._END)
+        self._items = read_ahead(_batches(dataset, index_batches, transform, intra_op_threads, cuda_device), depth)
 
     def __iter__(self):
-        while True:
-            item = self.queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        return self._items
 
     def close(self) -> None:
-        """Stop the worker and drop what it prefetched."""
-        self._stop.set()
-        while True:
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                break
-        self.thread.join()
+        self._items.close()
 
     def __enter__(self) -> "RowPrefetcher":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _batches(dataset, index_batches, transform, intra_op_threads, cuda_device):
+    """What RowPrefetcher's thread produces, in that thread."""
+    if cuda_device is not None:
+        torch.cuda.set_device(cuda_device)  # the current device is per thread
+    for indices in index_batches:
+        item = dataset.read(indices)
+        if transform is not None and intra_op_threads:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(intra_op_threads)
+            try:
+                item = transform(item)
+            finally:
+                torch.set_num_threads(previous)
+        elif transform is not None:
+            item = transform(item)
+        yield item

@@ -14,6 +14,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this call formed the process group, so its shutdown ends it
 
     @property
     def enabled(self) -> bool:
@@ -29,10 +30,11 @@ def init_distributed(device_kind: str) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
-    if not dist.is_initialized():
+    forms = not dist.is_initialized()  # a sweep forms it once for all its runs: re-forming one can hang
+    if forms:
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+                    local_rank=int(os.environ.get("LOCAL_RANK", "0")), owns_group=forms)
 
 
 def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -44,5 +46,5 @@ def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+    if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()

@@ -30,6 +30,7 @@ from shogitrain.config import Config, ConfigError, config_to_dict, dump_config
 from shogitrain.device import autocast_context, pick_device, resolve_amp, retain_freed_memory
 from shogitrain.features import FEATURE_VERSION
 from shogitrain.files import exclusive_lock, remove_stale_temps
+from shogitrain.models import skip_gain_magnitudes
 from shogitrain.shards.reader import ShardDataset, manifest_hash
 from shogitrain.train import Interrupted, TrainingError
 from shogitrain.train.checkpoint import check_feature_set, load_checkpoint, save_checkpoint
@@ -153,7 +154,8 @@ class _Trainer:
         rate = self.clock.close_window()  # after the sync of tolist(): the device work is done
         row = {"step": state.step, "epoch": state.epoch, "split": "train", "time_s": round(state.elapsed_s, 3),
                **dict(zip(LOSS_NAMES, means)), "lr": run.optimizer.param_groups[0]["lr"],
-               "positions_per_s": round(rate, 1), "nonfinite_steps": state.nonfinite_total}
+               "positions_per_s": round(rate, 1), "nonfinite_steps": state.nonfinite_total,
+               **skip_gain_magnitudes(run.model)}
         self.log.log(row)
         self.bar.set_postfix(loss=f"{means[0]:.4f}", lr=f"{row['lr']:.3g}", pos_s=f"{rate:.0f}")
         run.loss_sums.zero_()

@@ -1,31 +1,12 @@
-"""dlshogi's bootstrap training loss (DeepLearningShogi, Feb 2021; see docs/experiment-2021.md).
+"""dlshogi's bootstrap training loss (DeepLearningShogi, Feb 2021; docs/algorithms.md, "The dlshogi loss").
 
-For a batch of N positions, with everything from the side to move::
-
-    value  = sigmoid(eval / 756.0864962951762)          # the engine eval as a win probability
-    z      = result − value + 0.5                       # detached: a per-row weight, not a target
-    policy = mean_i( CE(policy_logits_i, label_i) · z_i )    # soft target t: CE = −Σ_k t_ik log p_ik
-    H      = mean_i( −Σ_k p_ik log p_ik )               # policy entropy, p = softmax(logits)
-    loss   = policy_weight·policy − β·H                 # dlshogi adds β·mean(Σ p log p) = −β·H
-           + (1 − λ)·BCE_logits(value_logit, result)    # "result loss"
-           + λ·BCE_logits(value_logit, value)           # "eval loss"
-
-β = 0.001 (a regulariser that *rewards* entropy), λ = 0.333, result ∈ {0, 0.5, 1} (a draw is 0.5).
-z ∈ [−0.5, 1.5]: a move from a position that went better than the eval expected gets more
-weight, one from a position that went worse gets less (or negative) weight — as in dlshogi.
-
-Rows without an eval (``has_eval`` False; hcpe always has one, our shards may not): the eval
-target falls back to the result, ``value := result``. The eval-BCE term then pulls towards the
-game result like the result term, and z = result − result + 0.5 = 0.5, the average weight a
-calibrated eval gives, so such rows are neither favoured nor dropped. The missing eval value
-itself (NaN, −32768, anything) is never read into the arithmetic (``torch.where``).
-
-With a soft policy target (hcpe3 visit distributions, averaged duplicates) the cross-entropy is
-dlshogi's ``cross_entropy_loss_with_soft_target``, −Σ_k t_ik log p_ik, weighted by the same z.
-
-Every term is computed for logging; only the switched-on ones (``LossConfig``: ``policy``,
-``entropy``, ``result``, ``eval``) enter ``total``. Weights are not renormalised when a value
-term is off: use ``value_lambda`` to move weight between them.
+Per position, from the side to move: value = sigmoid(eval / 756.09); z = result − value + 0.5 (a
+per-row weight, no gradient); policy = CE(logits, label)·z — or, with a soft target t (hcpe3 visit
+distributions, averaged duplicates), −Σ t log p weighted by the same z; entropy H = −Σ p log p.
+loss = policy_weight·policy − β·H + (1 − λ)·BCE(value_logit, result) + λ·BCE(value_logit, value),
+β = 0.001, λ = 0.333. A row without an eval takes the result as its eval target (z = 0.5); the
+missing value never enters the arithmetic. Every term is computed for logging; only the
+switched-on ones (``LossConfig``) enter ``total``, not renormalised.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
 from shogitrain import __version__
 from shogitrain.files import atomic_write, strict_json, write_error
 
@@ -38,6 +36,8 @@ def git_state(cwd=None) -> dict:
 
 
 def environment() -> dict:
+    import torch  # here, so that reading metrics (compare) does not import torch
+
     cuda = torch.cuda.is_available()
     return {
         "python": sys.version.split()[0],

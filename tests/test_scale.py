@@ -175,3 +175,24 @@ def test_the_batch_check_finds_exactly_the_rows_the_row_check_does(tmp_path, mon
     monkeypatch.setattr(row_format, "_all_valid", lambda rows: False)   # every row checked one by one
     assert all((f == row_format.invalid_rows(x)).all() for f, x in zip(fast, damaged))
     assert sum(f.any() for f in fast) > 300
+
+
+def test_the_permutation_order_is_numpys_and_a_run_saved_before_the_keyed_order_keeps_it(tmp_path):
+    """data.order=permutation gives the batches of numpy's whole-split permutation (the order of runs
+    made before the keyed one); such a run's config has no data.order, so resuming it under the new
+    default is refused by name and continues bit-identically with --set data.order=permutation."""
+    from shogitrain.train.resume import config_changes, refused_changes
+
+    prepare(SELFPLAY[:10], tmp_path / "ds", test_fraction=0, workers=1, progress=False)
+    data = ShardDataset(tmp_path / "ds", "train")
+    permutation = np.random.default_rng([5, 2]).permutation(len(data))
+    want = [np.sort(permutation[b * 64:(b + 1) * 64][16:32]) for b in range(len(data) // 64)]
+    got = list(data.batch_indices(64, seed=5, epoch=2, rank=1, world_size=4, order="permutation"))
+    assert len(got) == len(want) and all((g == w).all() for g, w in zip(got, want))
+    keyed = list(data.batch_indices(64, seed=5, epoch=2, rank=1, world_size=4))
+    assert any((k != w).any() for k, w in zip(keyed, want))
+    old = {"model": {"input2_planes": 57}, "data": {"path": "d", "shuffle": True}}
+    new = {"model": {"input2_planes": 57}, "data": {"path": "d", "shuffle": True, "order": "keyed"}}
+    assert refused_changes(config_changes(old, new)) == ["data.order ('permutation' → 'keyed')"]
+    new["data"]["order"] = "permutation"
+    assert config_changes(old, new) == {}

@@ -185,13 +185,19 @@ class ShardDataset:
         return self.rows(np.arange(start, min(stop, self.length)), check)
 
     def batch_indices(self, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                      shuffle: bool = True, drop_last: bool = True):
+                      shuffle: bool = True, drop_last: bool = True, order: str = "keyed"):
         """Yield index arrays of ``batch_size // world_size`` rows for this rank, one per global batch.
 
         The permutation depends only on (seed, epoch), so every rank agrees and a resumed run sees
-        the same order. Each global batch is split into disjoint per-rank parts.
+        the same order. Each global batch is split into disjoint per-rank parts. ``order``: 'keyed'
+        (``EpochOrder``, computed batch by batch) or 'permutation' (numpy's, held whole).
         """
-        order = EpochOrder(self.length, seed, epoch) if shuffle else None
+        if not shuffle:
+            order = None
+        elif order == "permutation":
+            order = np.random.default_rng([seed, epoch]).permutation(self.length)
+        else:
+            order = EpochOrder(self.length, seed, epoch)
         per_rank = batch_size // world_size
         n_batches = self.length // batch_size if drop_last else -(-self.length // batch_size)
         for b in range(n_batches):

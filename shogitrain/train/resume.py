@@ -32,7 +32,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # Keys added to the config after runs were saved without them: absent, they had this value.
-ADDED_KEYS = {"model.input2_planes": 57}
+ADDED_KEYS = {"model.input2_planes": 57, "data.order": "permutation"}
 
 
 def config_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:

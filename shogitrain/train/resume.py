@@ -37,7 +37,7 @@ ADDED_KEYS = {"model.input2_planes": 57, "data.order": "permutation"}
 
 def config_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (old, new)} for every key whose value differs between two config dicts."""
-    a, b = ADDED_KEYS | _flatten(old), _flatten(new)
+    a, b = ADDED_KEYS | _flatten(old), ADDED_KEYS | _flatten(new)
     return {key: (a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}
 
 

@@ -233,7 +233,7 @@ def evaluate(checkpoint, onnx, data, split, batch_size, device, amp, weights, js
                       progress=not quiet)
     model = checkpoint if onnx is None else onnx
     click.echo(f"{model}{'' if onnx else f' ({weights} weights)'} on {', '.join(data)} [{result['split']}], "
-               f"{result['positions']} positions from {len(result['sources'])} source files")
+               f"{result['positions']} positions from {result['source_files']} source files")
     click.echo(format_metrics_table(result))
     if json_path:
         with atomic_write(json_path) as f:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-from shogitrain.names import (ACTIVATIONS, AMP_MODES, ARCH_OPTIONS, ARCHS, CLIP_MODES, EVAL_SCALE, INPUT2_PLANES,
+from shogitrain.names import (ACTIVATIONS, AMP_MODES, ARCH_OPTIONS, ARCHS, CLIP_MODES, DATA_ORDERS, EVAL_SCALE, INPUT2_PLANES,
                               OPTIMIZERS, PARAMETER_GROUPS, SCHEDULES, VALUE_LAMBDA)
 
 __all__ = [
@@ -208,6 +208,7 @@ class DataConfig:
     test_split: str = "test"
     prefetch: int = 2  # batches built ahead of the training step
     shuffle: bool = True
+    order: Literal[DATA_ORDERS] = "keyed"  # permutation: numpy's, as runs made before 'keyed' existed
     verify: bool = True  # check every shard's sha256 and rows before training (--no-verify skips it)
 
 

@@ -62,7 +62,7 @@ def evaluate(data, *, checkpoint=None, onnx=None, split: str = "test", batch_siz
     from shogitrain.device import pick_device, resolve_amp, retain_freed_memory
     from shogitrain.features import FEATURE_VERSION
     from shogitrain.onnx_net import OnnxNet
-    from shogitrain.shards.reader import ShardDataset, load_manifest, manifest_hash
+    from shogitrain.shards.reader import ShardDataset, load_manifest, manifest_hash, source_count
     from shogitrain.train.checkpoint import load_model_checkpoint
     from shogitrain.train.data import game_min_ratings
     from shogitrain.train.evaluation import evaluate_dataset
@@ -84,11 +84,11 @@ def evaluate(data, *, checkpoint=None, onnx=None, split: str = "test", batch_siz
             raise EvalError(f"{', '.join(map(str, paths))}: no positions to evaluate in split {split_name!r}")
         overall, strata = evaluate_dataset(model, dataset, dev, batch_size=batch_size, amp=resolve_amp(amp, dev),
                                            min_ratings=game_min_ratings(root), progress=progress)
-        sources = [s["path"] for s in load_manifest(root)["sources"]]
+        sources = source_count(load_manifest(root))
         digest = manifest_hash(root) if root in paths else None
     return {
         "checkpoint": None if checkpoint is None else str(checkpoint), "onnx": None if onnx is None else str(onnx),
-        "data": [str(p) for p in paths], "split": split_name, "positions": len(dataset), "sources": sources,
+        "data": [str(p) for p in paths], "split": split_name, "positions": len(dataset), "source_files": sources,
         "data_manifest_sha256": digest, "model_config": state.get("model_config"),
         "step": state.get("train_state", {}).get("step"), "weights": weights if onnx is None else None,
         "metrics": overall, "stratified": strata,

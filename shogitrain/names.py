@@ -28,6 +28,9 @@ DEFAULT_MAX_MOVES = 1000
 AMP_MODES = ("off", "bf16", "fp16")  # 'auto' (config and CLI) resolves to fp16 on CUDA, off on CPU
 OPTIMIZERS = ("sgd", "adam", "adamw", "radam", "nlcg")
 SCHEDULES = ("constant", "step", "cosine")
+# an epoch's order: a keyed permutation computed batch by batch (no memory per position), or numpy's
+# permutation of the whole split (8 bytes a position; the order of runs made before the keyed one)
+DATA_ORDERS = ("keyed", "permutation")
 CLIP_MODES = ("none", "norm", "agc")
 
 # dlshogi's input and output sizes: features1 planes, features2 planes, policy = 27 directions × 81 squares.

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
+import itertools
 import json
 import os
 import shutil
@@ -94,20 +96,85 @@ class FileResult:
     flagged: list[dict] = field(default_factory=list)
 
 
-def find_inputs(inputs) -> list[Path]:
-    """Expand files and directories (recursively) into a sorted list of record files. Entries that
-    are not regular files (a FIFO, a device) stay in the list: reading them reports them."""
-    files: list[Path] = []
+def find_inputs(inputs):
+    """Files and directories (searched recursively) → record files, one at a time: a directory's in
+    sorted path order, one listing at a time (see _sorted_names), symbolic links to directories not
+    followed. Entries that are not regular files (a FIFO, a device) are included: reading them reports them."""
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*")) if not p.is_dir()
-                         and (p.suffix.lower() in RECORD_SUFFIXES or archive_kind(p) is not None))
+            yield from _walk(path)
         elif path.exists() or path.is_symlink():
-            files.append(path)
+            yield path
         else:
             raise PrepareError(f"{printable(item)}: no such file or directory")
-    return files
+
+
+def _walk(directory: Path):
+    for name in _sorted_names(directory):
+        path = directory / name
+        if path.is_dir():
+            if not path.is_symlink():
+                yield from _walk(path)
+        elif path.suffix.lower() in RECORD_SUFFIXES or archive_kind(path) is not None:
+            yield path
+
+
+# A directory listing longer than this is sorted in runs of this many names on disk, then merged.
+NAMES_IN_MEMORY = 1 << 14
+
+
+def _sorted_names(directory: Path):
+    """The names in ``directory`` in sorted order (an unreadable directory has none, as for rglob)."""
+    runs, names = [], []
+    with contextlib.ExitStack() as stack:
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    names.append(entry.name)
+                    if len(names) == NAMES_IN_MEMORY:
+                        run = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
+                        run.writelines(json.dumps(name) + "\n" for name in sorted(names))
+                        run.seek(0)
+                        runs.append(json.loads(line) for line in run)
+                        names = []
+        except PermissionError:
+            pass
+        names.sort()
+        yield from heapq.merge(names, *runs) if runs else names
+
+
+def _survey(inputs, test_data) -> tuple[int, int]:
+    """(files, bytes) of the inputs and --test-data, read without holding their list; a missing input,
+    an archive this installation cannot read or a file given both ways is a PrepareError."""
+    files = size = 0
+    for path in itertools.chain(find_inputs(inputs), find_inputs(test_data)):
+        try:
+            require_support(path)
+        except ArchiveError as e:
+            raise PrepareError(str(e)) from None
+        files += 1
+        size += _item_size(path)
+    if test_data:
+        _check_disjoint(inputs, test_data)
+    return files, size
+
+
+def _check_disjoint(inputs, test_data) -> None:
+    """No file may be both an input and --test-data (compared resolved: 8-byte hashes of the test
+    files' paths are held, sorted; the inputs stream past them)."""
+    def path_hash(path: Path) -> int:
+        return int.from_bytes(hashlib.blake2b(os.fsencode(path.resolve()), digest_size=8).digest(), "little")
+
+    held = np.sort(np.fromiter((path_hash(p) for p in find_inputs(test_data)), np.uint64))
+    both = set()
+    for path in find_inputs(inputs):
+        i = np.searchsorted(held, np.uint64(path_hash(path)))
+        if i < len(held) and held[i] == path_hash(path):
+            both.add(path.resolve())
+    if both:
+        raise PrepareError(f"{printable(min(both))}: given both as an input and as --test-data "
+                           f"({len(both)} such file(s)); a source is either trained on or held out")
 
 
 def _game_key(sfen: str, moves: list[str]) -> bytes:
@@ -243,18 +310,19 @@ def _binary_pieces(path: Path, piece_bytes: int) -> list[_BinaryPiece]:
     from shogitrain.records.hcpe3 import game_ends
 
     size = path.stat().st_size
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-        digest = hashlib.sha256(view).hexdigest()
-        if path.suffix.lower() == ".hcpe":
-            n, step = size // 38, max(piece_bytes // 38, 1)
-            cuts = [(a, min(a + step, n), a, 38 * min(step, n - a)) for a in range(0, n, step)]
-        else:
-            ends, _ = game_ends(view, size)
+    digest = file_sha256(path)
+    if path.suffix.lower() == ".hcpe":
+        n, step = size // 38, max(piece_bytes // 38, 1)
+        cuts = [(a, min(a + step, n), a, 38 * min(step, n - a)) for a in range(0, n, step)]
+    else:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
             cuts, start, first = [], 0, 0
-            for k, end in enumerate(ends):
+            for k, end in enumerate(game_ends(view, size)):
                 if end - start >= piece_bytes:
                     cuts.append((start, end, first, end - start))
                     start, first = end, k + 1
+                    # the pages read stay in the page cache, not in this process (its peak memory)
+                    view.madvise(mmap.MADV_DONTNEED, 0, start - start % mmap.PAGESIZE)
             if start < size:
                 cuts.append((start, size, first, size - start))
     return [_BinaryPiece(path, a, b, first, i, len(cuts), digest, nbytes)
@@ -291,25 +359,23 @@ def _expand(item):
         yield _Problem(str(item.path), digest, "no record files in the archive")
 
 
-def _items(files: list[Path], piece_bytes: int | None = None) -> list:
-    """The work items: a path per file, the pieces of a CSA file larger than ``piece_bytes`` or of an
-    hcpe / hcpe3 file larger than BINARY_PIECE_BYTES, the members of an archive."""
+def _items(files, piece_bytes: int | None = None):
+    """The work items, one at a time: a path per file, the pieces of a CSA file larger than
+    ``piece_bytes`` or of an hcpe / hcpe3 file larger than BINARY_PIECE_BYTES, the members of an archive."""
     piece_bytes = piece_bytes or PIECE_BYTES
-    items: list = []
     for path in files:
         suffix, kind = path.suffix.lower(), archive_kind(path)
         size = path.stat().st_size if path.is_file() else 0
         if kind in ("zip", "tar"):
-            items.extend(_listed_members(path))
+            yield from _listed_members(path)
         elif kind is not None:
-            items.append(_Stream(path))
+            yield _Stream(path)
         elif suffix == ".csa" and size > piece_bytes:
-            items.extend(_csa_pieces(path, piece_bytes))
+            yield from _csa_pieces(path, piece_bytes)
         elif suffix in BINARY_SUFFIXES and size > BINARY_PIECE_BYTES:
-            items.extend(_binary_pieces(path, BINARY_PIECE_BYTES))
+            yield from _binary_pieces(path, BINARY_PIECE_BYTES)
         else:
-            items.append(path)
-    return items
+            yield path
 
 
 def _item_size(item) -> int:
@@ -319,7 +385,10 @@ def _item_size(item) -> int:
         return item.size
     if isinstance(item, _Problem):
         return 1
-    return (item.path if isinstance(item, _Stream) else item).stat().st_size
+    try:
+        return (item.path if isinstance(item, _Stream) else item).stat().st_size
+    except OSError:  # a broken link: reading it reports it
+        return 0
 
 
 def _binary_piece_bytes(piece: _BinaryPiece) -> bytes:
@@ -596,14 +665,14 @@ class _RowSink:
         self.ids, self.counts = [], []
 
 
-def _chunks(files: list, target_bytes: int = 1 << 20, sizes: list[int] | None = None):
+def _chunks(items, target_bytes: int = 1 << 20):
     """Consecutive work items (paths, pieces) grouped into tasks of about ``target_bytes`` of input
     (amortises IPC)."""
     chunk, size = [], 0
-    for i, item in enumerate(files):
+    for item in items:
         for part in _expand(item):
             chunk.append(part)
-            size += sizes[i] if sizes is not None and part is item else _item_size(part)
+            size += _item_size(part)
             if size >= target_bytes:
                 yield chunk
                 chunk, size = [], 0
@@ -611,18 +680,24 @@ def _chunks(files: list, target_bytes: int = 1 << 20, sizes: list[int] | None = 
         yield chunk
 
 
-def _results(files: list[Path], game_filter: GameFilter, workers: int):
-    """FileResults in input order, with a bounded number of tasks in flight (bounded memory).
+# Work goes out in tasks of about TASK_BYTES of input, fewer for a small input (at least ~8 tasks a
+# worker, so that the workers finish together); with a bounded number of tasks in flight, memory is bounded.
+TASK_BYTES = 1 << 19
 
-    With N workers, N - 1 are pool processes and the main process is the N-th: whenever the next
-    result in order is not ready yet, it converts the next task itself instead of waiting. It also
-    writes the shards, so it takes on fewer tasks; no process sits idle, and on a machine shared with
-    other jobs there are fewer processes to compete and less data to pass between them.
-    """
+
+@dataclass
+class _Pool:
+    """The N - 1 pool processes of N workers and the directory their rows come back through."""
+    processes: object
+    spool: str
+    workers: int
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int):
+    """A _Pool for ``workers`` > 1 (else None), forked before the main process holds any data."""
     if workers <= 1:
-        for chunk in _chunks(files):
-            yield from process_files(chunk, game_filter)
-        close_archives()
+        yield None
         return
     shm = "/dev/shm"  # tmpfs: the rows never touch a disk (a few MB in flight at a time)
     where = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
@@ -630,83 +705,76 @@ def _results(files: list[Path], game_filter: GameFilter, workers: int):
         print(f"removed {stale}, left by a prepare that no longer runs", file=sys.stderr)
     spool = tempfile.mkdtemp(prefix="shogitrain-prepare-", suffix=f"-{os.getpid()}", dir=where)
     try:
-        # Tasks of 1 MB of input, smaller for small inputs (at least ~8 per worker, so that the workers
-        # finish together).
-        sizes = [_item_size(p) for p in files]
-        target = max(1 << 16, min(1 << 20, sum(sizes) // (8 * workers)))
-        tasks = _chunks(files, target, sizes)
-        helpers = workers - 1
-        with get_context("spawn" if sys.platform == "darwin" else "fork").Pool(helpers) as pool:
-            pending: deque = deque()  # tasks in input order: AsyncResult (pool) or list (done here)
-            in_pool = 0
-            while True:
-                while in_pool < 2 * helpers:  # keep the pool busy
-                    chunk = next(tasks, None)
-                    if chunk is None:
-                        break
-                    pending.append(pool.apply_async(_process_task, (chunk, game_filter, spool)))
-                    in_pool += 1
-                if not pending:
-                    break
-                head = pending[0]
-                if isinstance(head, list):
-                    pending.popleft()
-                    yield from head
-                    continue
-                if not head.ready() and len(pending) < 4 * workers:
-                    chunk = next(tasks, None)
-                    if chunk is not None:  # work here instead of waiting
-                        pending.append(process_files(chunk, game_filter))
-                        continue
-                pending.popleft()
-                in_pool -= 1
-                yield from _attach_rows(*head.get())
+        with get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers - 1) as processes:
+            yield _Pool(processes, spool, workers)
     finally:
-        close_archives()
         shutil.rmtree(spool, ignore_errors=True)
 
 
-# --dedupe-test holds at most this many train position hashes at once (8 bytes each); more train
-# positions are compared in that many hash partitions, one pass over the train shards each.
-DEDUPE_HASHES = 1 << 25
+def _results(items, game_filter: GameFilter, pool: _Pool | None, total_bytes: int):
+    """FileResults in input order, with a bounded number of tasks in flight (bounded memory).
+
+    With N workers, N - 1 are pool processes and the main process is the N-th: whenever the next
+    result in order is not ready yet, it converts the next task itself instead of waiting. It also
+    writes the shards, so it takes on fewer tasks; no process sits idle, and on a machine shared with
+    other jobs there are fewer processes to compete and less data to pass between them.
+    """
+    try:
+        if pool is None:
+            for chunk in _chunks(items, TASK_BYTES):
+                yield from process_files(chunk, game_filter)
+            return
+        workers, helpers = pool.workers, pool.workers - 1
+        tasks = _chunks(items, max(1 << 16, min(TASK_BYTES, total_bytes // (8 * workers))))
+        pending: deque = deque()  # tasks in input order: AsyncResult (pool) or list (done here)
+        in_pool = 0
+        while True:
+            while in_pool < 2 * helpers:  # keep the pool busy
+                chunk = next(tasks, None)
+                if chunk is None:
+                    break
+                pending.append(pool.processes.apply_async(_process_task, (chunk, game_filter, pool.spool)))
+                in_pool += 1
+            if not pending:
+                break
+            head = pending[0]
+            if isinstance(head, list):
+                pending.popleft()
+                yield from head
+                continue
+            if not head.ready() and len(pending) < 4 * workers:
+                chunk = next(tasks, None)
+                if chunk is not None:  # work here instead of waiting
+                    pending.append(process_files(chunk, game_filter))
+                    continue
+            pending.popleft()
+            in_pool -= 1
+            yield from _attach_rows(*head.get())
+    finally:
+        close_archives()
 
 
 def _drop_test_positions_seen_in_train(tmp: Path, splits: dict, shard_rows: int) -> int:
-    """Rewrite the test shards (and soft targets) without positions that also occur in train, and the
-    test games' ``row_start`` / ``positions`` in games.jsonl to match; returns the count dropped."""
-    from shogitrain.shards.rewrite import position_hashes, rewrite_split, select
+    """--dedupe-test (shards/dedupe.py), and the test games' ``row_start`` / ``positions`` in games.jsonl
+    to match; returns the count dropped."""
+    from shogitrain.shards.dedupe import drop_test_positions_seen_in_train
 
-    old = splits["test"]["shards"]
-    keep = {s["file"]: np.ones(s["rows"], bool) for s in old}
-    parts = max(1, -(-splits["train"]["positions"] // DEDUPE_HASHES))
-    for part in range(parts):
-        def in_part(h):
-            return h % np.uint64(parts) == part
-
-        train = [h[in_part(h)] for s in splits["train"]["shards"]
-                 for h in [position_hashes(np.load(tmp / s["file"], mmap_mode="r"))]]
-        train_hashes = np.unique(np.concatenate(train or [np.zeros(0, np.uint64)]))
-        del train
-        for s in old:
-            h = position_hashes(np.load(tmp / s["file"], mmap_mode="r"))
-            mine = in_part(h)
-            keep[s["file"]][mine] &= ~np.isin(h[mine], train_hashes)
-    before = splits["test"]["positions"]
-    kept_per_game = rewrite_split(tmp, splits, "test", shard_rows,
-                                  lambda shard, first, rows, soft: select(rows, soft, keep[shard["file"]]))
-    _renumber_games(tmp / "games.jsonl", kept_per_game, "test")
-    return before - splits["test"]["positions"]
+    dropped, kept = drop_test_positions_seen_in_train(tmp, splits, shard_rows, tmp / ".dedupe-test")
+    _renumber_games(tmp / "games.jsonl", kept, "test")
+    shutil.rmtree(tmp / ".dedupe-test")
+    return dropped
 
 
-def _renumber_games(path: Path, kept_per_game: Counter, split: str) -> None:
-    """games.jsonl with each ``split`` game's ``positions`` = its rows left and ``row_start`` following."""
+def _renumber_games(path: Path, kept, split: str) -> None:
+    """games.jsonl with each ``split`` game's ``positions`` = its rows left (``kept``: a KeptRows) and
+    ``row_start`` following."""
     start = 0
     tmp = path.with_name(path.name + ".tmp")
     with open(path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as out:
         for line in src:
             game = json.loads(line)
             if game["split"] == split:
-                game["row_start"], game["positions"] = start, kept_per_game[game["id"]]
+                game["row_start"], game["positions"] = start, kept.rows_of(game["id"])
                 start += game["positions"]
                 line = json.dumps(game, ensure_ascii=False) + "\n"
             out.write(line)
@@ -717,41 +785,71 @@ def _average_train_duplicates(tmp: Path, splits: dict, shard_rows: int) -> int:
     """--average-duplicates on the train split (games.jsonl renumbered to match); the rows merged away."""
     from shogitrain.shards.average import average_duplicates
 
-    merged, kept_per_game = average_duplicates(tmp, splits, "train", shard_rows, tmp / ".average")
+    merged, kept = average_duplicates(tmp, splits, "train", shard_rows, tmp / ".average")
+    if kept is not None:
+        _renumber_games(tmp / "games.jsonl", kept, "train")
     shutil.rmtree(tmp / ".average", ignore_errors=True)
-    if kept_per_game is not None:
-        _renumber_games(tmp / "games.jsonl", kept_per_game, "train")
     return merged
 
 
 class _Spool:
     """A list of JSON-able items kept in a file, not in memory (counts and reason kinds are kept):
-    ``prepare``'s memory must not grow with the number of skipped games."""
+    ``prepare``'s memory must not grow with the number of skipped games. Items found later can be
+    inserted at earlier places (:meth:`insert`, kept in a second file)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.file = open(path, "w", encoding="utf-8")
+        self.inserts = None
         self.count = 0
         self.reasons: Counter = Counter()
 
     def add(self, item: dict) -> None:
         self.file.write(json.dumps(item, ensure_ascii=False) + "\n")
+        self._counted(item)
+
+    def insert(self, position: int, item: dict) -> None:
+        """Put ``item`` before the ``position``-th added item (after it those inserted there before)."""
+        if self.inserts is None:
+            self.inserts = open(self.path.with_name(self.path.name + ".inserts"), "w+", encoding="utf-8")
+        self.inserts.write(json.dumps([position, item], ensure_ascii=False) + "\n")
+        self._counted(item)
+
+    def _counted(self, item: dict) -> None:
         self.count += 1
         if "reason" in item:
             self.reasons[_reason_kind(item["reason"])] += 1
 
+    def _items(self):
+        """The items' JSON texts in order, the inserted ones merged in."""
+        self.file.flush()
+        inserted = iter(())
+        if self.inserts is not None:
+            self.inserts.flush()
+            self.inserts.seek(0)
+            inserted = (json.loads(line) for line in self.inserts)
+        pending = next(inserted, None)
+        with open(self.path, encoding="utf-8") as items:
+            for i, line in enumerate(itertools.chain(items, [None])):
+                while pending is not None and (line is None or pending[0] <= i):
+                    yield json.dumps(pending[1], ensure_ascii=False)
+                    pending = next(inserted, None)
+                if line is not None:
+                    yield line.rstrip("\n")
+
     def write_json_list(self, out) -> None:
         """Write the items as the elements of a JSON list (``indent=1`` style, one level deep)."""
-        self.file.flush()
         out.write("[")
-        with open(self.path, encoding="utf-8") as items:
-            for i, line in enumerate(items):
-                out.write(("," if i else "") + "\n  " + line.rstrip("\n"))
+        for i, text in enumerate(self._items()):
+            out.write(("," if i else "") + "\n  " + text)
         out.write("\n ]" if self.count else "]")
 
     def close(self) -> None:
         self.file.close()
         self.path.unlink(missing_ok=True)
+        if self.inserts is not None:
+            self.inserts.close()
+            os.unlink(self.inserts.name)
 
     def __enter__(self) -> "_Spool":
         return self
@@ -814,56 +912,87 @@ def _output_directory(out: Path, overwrite: bool):
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _stream_games(tmp: Path, files: list[tuple[Path, str | None]], game_filter: GameFilter, workers: int, *,
-                  seed: int, test_fraction: float, dedupe: bool, shard_rows: int, progress: bool,
-                  skipped: "_Spool", flagged: "_Spool") -> tuple[dict, list, int, int]:
-    """Read every input once, in order, and write its kept games' rows to the split shards and its
-    games to games.jsonl as they come; returns (splits, sources, games read, games recovered from hcpe)."""
+def _stream_games(tmp: Path, inputs, test_data, game_filter: GameFilter, workers: int, *, seed: int,
+                  test_fraction: float, dedupe: bool, shard_rows: int, progress: bool, skipped: "_Spool",
+                  flagged: "_Spool") -> tuple[dict, int, int, int]:
+    """Read every input once, in order (then the --test-data sources, whole into test), and write its
+    kept games' rows to the split shards, its games to games.jsonl and its sources to sources.jsonl as
+    they come; returns (splits, sources, games read, games recovered from hcpe)."""
     from tqdm import tqdm
 
+    from shogitrain.shards.dedupe import GameLog
+
+    files, total_bytes = _survey(inputs, test_data)
     writers = {name: ShardWriter(tmp, name, shard_rows) for name in ("train", "test")}
     split_games: Counter = Counter()
-    seen: set[bytes] = set()
-    sources = []
-    games_read = recovered = 0
-    forced_split = {printable(p): s for p, s in files}
+    log = GameLog(tmp / ".games.log") if dedupe else None
+    games_read = recovered = n_sources = 0
     sink = _RowSink(writers)
     n_games = 0
-    with open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, tqdm(
-        total=len(files), unit="file", disable=not progress, desc="prepare", dynamic_ncols=True
-    ) as bar:
-        for fr in _results(_items([p for p, _ in files]), game_filter, workers):
-            if fr.piece == fr.pieces - 1:
-                bar.update(1)
-            if fr.piece == 0:
-                sources.append({"path": fr.source or fr.path, "sha256": fr.sha256})
-            games_read += fr.games_read
-            recovered += sum(g.meta.get("format") == "hcpe" for g in fr.games)
-            for item in fr.skipped:
-                skipped.add(item)
-            for item in fr.flagged:
-                flagged.add(item)
-            for g in fr.games:
-                if dedupe:
-                    if g.key in seen:
-                        skipped.add({"file": fr.path, "line": g.meta["line"], "reason": "duplicate game"})
-                        continue
-                    seen.add(g.key)
-                split = forced_split[fr.source or fr.path] or split_of(g.key, seed, test_fraction)
-                game_id = n_games
-                n_games += 1
-                games_out.write(_games_line(game_id, split, sink.add(split, game_id, g), g))
-                split_games[split] += 1
-            if progress and bar.n % 64 == 0:  # (a disabled bar never counts: n stays 0)
-                sink.flush()
-                bar.set_postfix(games=sum(split_games.values()),
-                                positions=sum(w.positions for w in writers.values()), refresh=False)
+    with _worker_pool(workers) as pool, open(tmp / "games.jsonl", "w", encoding="utf-8") as games_out, \
+            open(tmp / "sources.jsonl", "w", encoding="utf-8") as sources_out, \
+            tqdm(total=files, unit="file", disable=not progress, desc="prepare", dynamic_ncols=True) as bar:
+        for forced, paths in ((None, inputs), ("test", test_data)):
+            for fr in _results(_items(find_inputs(paths)), game_filter, pool, total_bytes):
+                if fr.piece == fr.pieces - 1:
+                    bar.update(1)
+                if fr.piece == 0:
+                    sources_out.write(json.dumps({"path": fr.source or fr.path, "sha256": fr.sha256},
+                                                 ensure_ascii=False) + "\n")
+                    n_sources += 1
+                games_read += fr.games_read
+                recovered += sum(g.meta.get("format") == "hcpe" for g in fr.games)
+                for item in fr.skipped:
+                    skipped.add(item)
+                for item in fr.flagged:
+                    flagged.add(item)
+                for g in fr.games:
+                    if log is not None:  # repeats are found and taken out once all is written
+                        log.add(g.key, skipped.count)
+                    split = forced or split_of(g.key, seed, test_fraction)
+                    games_out.write(_games_line(n_games, split, sink.add(split, n_games, g), g))
+                    n_games += 1
+                    split_games[split] += 1
+                if progress and bar.n % 64 == 0:  # (a disabled bar never counts: n stays 0)
+                    sink.flush()
+                    bar.set_postfix(games=sum(split_games.values()),
+                                    positions=sum(w.positions for w in writers.values()), refresh=False)
         sink.flush()
     splits = {name: {"games": split_games[name], "positions": writer.positions, "shards": writer.close()}
               for name, writer in writers.items()}
     for name, targets in (sink.targets or {}).items():
         attach_target_files(splits[name]["shards"], targets.close())
-    return splits, sources, games_read, recovered
+    if log is not None:
+        _drop_repeated_games(tmp, splits, log, skipped, shard_rows)
+    return splits, n_sources, games_read, recovered
+
+
+def _drop_repeated_games(tmp: Path, splits: dict, log, skipped: "_Spool", shard_rows: int) -> None:
+    """--dedupe: take the games whose key an earlier game has out of the shards and games.jsonl, with
+    a skipped entry each where it would have come had they been skipped as they were read."""
+    from shogitrain.shards.dedupe import drop_games
+
+    repeated = log.repeats(tmp / ".dedupe")
+    if repeated.count():
+        drop_games(tmp, splits, shard_rows, repeated)
+        path, new = tmp / "games.jsonl", tmp / "games.jsonl.tmp"
+        row_start: Counter = Counter()
+        kept = 0
+        with open(path, encoding="utf-8") as src, open(new, "w", encoding="utf-8") as out:
+            for game_id, (line, skipped_at) in enumerate(zip(src, log.skipped_at())):
+                game = json.loads(line)
+                split = game["split"]
+                if repeated.has(game_id):
+                    skipped.insert(skipped_at, {"file": game["source"], "line": game["line"], "reason": "duplicate game"})
+                    splits[split]["games"] -= 1
+                    continue
+                game["id"], game["row_start"] = kept, row_start[split]
+                out.write(json.dumps(game, ensure_ascii=False) + "\n")
+                row_start[split] += game["positions"]
+                kept += 1
+        os.replace(new, path)
+    os.unlink(log.path)
+    shutil.rmtree(tmp / ".dedupe", ignore_errors=True)
 
 
 def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, workers: int | None = None,
@@ -877,26 +1006,15 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
         raise PrepareError("no inputs given")
     if test_fraction is None:  # a random hold-out unless whole sources are held out
         test_fraction = 0.0 if test_data else 0.1
-    test_files = find_inputs(test_data)
-    train_files = find_inputs(inputs)
-    both = {p.resolve() for p in train_files} & {p.resolve() for p in test_files} if test_files else set()
-    if both:
-        raise PrepareError(f"{printable(min(both))}: given both as an input and as --test-data "
-                           f"({len(both)} such file(s)); a source is either trained on or held out")
-    # Test split = the --test-data sources whole, plus a seeded-hash test_fraction of the inputs' games.
-    files = [(p, None) for p in train_files] + [(p, "test") for p in test_files]
-    if not files:
+    if next(itertools.chain(find_inputs(inputs), find_inputs(test_data)), None) is None:
         raise PrepareError(f"no record files ({', '.join(sorted(RECORD_SUFFIXES))}) found in the inputs")
-    for path, _ in files:
-        try:
-            require_support(path)
-        except ArchiveError as e:
-            raise PrepareError(str(e)) from None
+    # Test split = the --test-data sources whole, plus a seeded-hash test_fraction of the inputs' games.
     with _output_directory(Path(out), overwrite) as tmp, _Spool(tmp / ".skipped.jsonl") as skipped, \
             _Spool(tmp / ".flagged.jsonl") as flagged:
         splits, sources, games_read, recovered = _stream_games(
-            tmp, files, game_filter, workers or os.cpu_count() or 1, seed=seed, test_fraction=test_fraction,
-            dedupe=dedupe, shard_rows=shard_rows, progress=progress, skipped=skipped, flagged=flagged)
+            tmp, inputs, test_data, game_filter, workers or os.cpu_count() or 1, seed=seed,
+            test_fraction=test_fraction, dedupe=dedupe, shard_rows=shard_rows, progress=progress,
+            skipped=skipped, flagged=flagged)
         total_positions = sum(s["positions"] for s in splits.values())
         if total_positions == 0:
             reasons = ", ".join(f"{n} {why}" for why, n in skipped.reasons.most_common(3))
@@ -916,9 +1034,10 @@ def prepare(inputs, out, *, test_fraction: float | None = None, seed: int = 0, w
             "filters": game_filter.as_dict() | {"dedupe": dedupe, "dedupe_test": dedupe_test,
                                                 "average_duplicates": average_duplicates},
             "test_fraction": test_fraction,
-            "test_data": [printable(p) for p in test_files],
+            "test_data": [printable(p) for p in test_data],   # as given: their files are in sources.jsonl
             "seed": seed,
-            "sources": sources,
+            "source_files": sources,
+            "sources_sha256": file_sha256(tmp / "sources.jsonl"),
             "games_sha256": file_sha256(tmp / "games.jsonl"),
             "shogitrain_version": __version__,
         }

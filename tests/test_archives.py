@@ -20,7 +20,7 @@ from shogitrain.cli import main
 from shogitrain.prepare import PrepareError, prepare
 from shogitrain.records.archives import archive_members
 from shogitrain.records.filters import GameFilter
-from shogitrain.shards.reader import load_manifest
+from shogitrain.shards.reader import iter_sources, load_manifest
 
 SELFPLAY = sorted((SAMPLE / "selfplay").glob("*.csa"))
 FLOODGATE = sorted((SAMPLE / "floodgate").glob("*.csa"))
@@ -93,7 +93,7 @@ def test_an_archive_gives_what_its_files_give(records, tmp_path, suffix):
     assert packed == plain and plain["games_kept"] > 40
     assert _shards(tmp_path / "packed") == _shards(tmp_path / "plain")
     assert _comparable_games(tmp_path / "packed", f"{archive}!") == _comparable_games(tmp_path / "plain", f"{records}/")
-    (source,) = load_manifest(tmp_path / "packed")["sources"]
+    (source,) = iter_sources(tmp_path / "packed")
     assert source == {"path": str(archive), "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
     flagged = json.loads((tmp_path / "packed" / "report.json").read_text())["flagged"]
     (illegal,) = [s for s in flagged if s["file"] == f"{archive}!illegal.csa"]    # ARCHIVE!member:line
@@ -124,7 +124,7 @@ def test_a_damaged_archive_keeps_what_comes_before_the_damage(records, tmp_path)
     reasons = {s["file"]: s["reason"] for s in skipped if "unreadable archive" in s["reason"]}
     assert set(reasons) == {str(cut), str(bad_zip)}
     assert 5 < report["games_kept"] < 47
-    sources = [s["path"] for s in load_manifest(tmp_path / "ds")["sources"]]
+    sources = [s["path"] for s in iter_sources(tmp_path / "ds")]
     assert sources == [str(cut), str(bad_zip), str(FLOODGATE[0])]
 
 

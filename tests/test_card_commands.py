@@ -57,8 +57,8 @@ def test_eval_of_record_files_prepares_them_on_the_fly(tiny_checkpoint, sample_d
     result = _run("eval", "--checkpoint", tiny_checkpoint, "--data", SAMPLE / "floodgate", "-q", "--json", out)
     assert result.exit_code == 0, result.output
     records = json.loads(out.read_text())
-    assert records["split"] == "test" and len(records["sources"]) == 12
-    assert all("floodgate" in s for s in records["sources"])
+    assert records["split"] == "test" and records["source_files"] == 12
+    assert records["data"] == [str(SAMPLE / "floodgate")]
     # the same positions as the prepared dataset's test split (the floodgate files, the same filters)
     prepared = _run("eval", "--checkpoint", tiny_checkpoint, "--data", sample_dataset, "-q", "--json",
                     tmp_path / "prepared.json")

@@ -16,7 +16,7 @@ from shogitrain.cli import main
 from shogitrain.names import EVAL_SCALE
 from shogitrain.prepare import prepare
 from shogitrain.records.hcpe3 import read_hcpe3_games
-from shogitrain.shards import average
+from shogitrain.shards import average, rewrite
 from shogitrain.shards.dlshogi import hcpe3_file_games
 from shogitrain.shards.reader import ShardDataset, load_games, load_manifest
 from shogitrain.shards.targets import SoftRows
@@ -89,7 +89,7 @@ def test_a_large_hcpe_file_read_in_pieces_gives_the_same_dataset(tmp_path, monke
     prepare([path], tmp_path / "whole", test_fraction=0.3, workers=1, progress=False)
     monkeypatch.setattr(prepare_module, "BINARY_PIECE_BYTES", 38 * 97)       # pieces cut games anywhere
     prepare([path], tmp_path / "pieces", test_fraction=0.3, workers=2, progress=False)
-    assert len(prepare_module._items([path])) > 10
+    assert len(list(prepare_module._items([path]))) > 10
     assert tree_digest(tmp_path / "pieces") == tree_digest(tmp_path / "whole")
 
 
@@ -128,7 +128,7 @@ def test_a_large_hcpe3_file_read_in_pieces_gives_the_same_dataset(hcpe3_games, t
     prepare([path], tmp_path / "whole", test_fraction=0.3, workers=1, progress=False)
     monkeypatch.setattr(prepare_module, "BINARY_PIECE_BYTES", 5000)
     prepare([path], tmp_path / "pieces", test_fraction=0.3, workers=2, progress=False)
-    assert len(prepare_module._items([path])) > 5
+    assert len(list(prepare_module._items([path]))) > 5
     assert tree_digest(tmp_path / "pieces") == tree_digest(tmp_path / "whole")
     skipped = json.loads((tmp_path / "whole" / "report.json").read_text())["skipped"]
     assert [s["record"] for s in skipped] == [15] and "truncated" in skipped[0]["reason"]
@@ -195,7 +195,7 @@ def test_average_duplicates_in_hash_partitions_gives_the_same_dataset(hcpe3_game
     path.write_bytes(b"".join(game_bytes(*g) for g in hcpe3_games[:20] + hcpe3_games[:6]))   # six games twice
     one = prepare([path], tmp_path / "one", test_fraction=0, average_duplicates=True, workers=1, progress=False)
     monkeypatch.setattr(average, "AVERAGE_ROWS", 300)
-    monkeypatch.setattr(average, "OPEN_PARTITIONS", 3)
+    monkeypatch.setattr(rewrite, "OPEN_PARTITIONS", 3)
     many = prepare([path], tmp_path / "many", test_fraction=0, average_duplicates=True, workers=1, progress=False)
     assert one == many and one["train_positions_merged_as_duplicates"] >= sum(len(g[1]) for g in hcpe3_games[:6]) - 6
     assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "many")

@@ -14,7 +14,7 @@ from conftest import SAMPLE
 from shogitrain.cli import main
 from shogitrain.prepare import PrepareError, prepare
 from shogitrain.records.filters import GameFilter
-from shogitrain.shards.reader import ShardDataset, load_games, load_manifest
+from shogitrain.shards.reader import ShardDataset, iter_sources, load_games, load_manifest, source_count
 
 SELFPLAY = sorted((SAMPLE / "selfplay").glob("*.csa"))
 FLOODGATE = sorted((SAMPLE / "floodgate").glob("*.csa"))
@@ -114,8 +114,9 @@ def test_test_data_sources_are_held_out_whole(tmp_path):
     assert {Path(g["source"]).parent.name for g in games if g["split"] == "test"} == {"floodgate"}
     assert {Path(g["source"]).parent.name for g in games if g["split"] == "train"} == {"selfplay"}
     assert manifest["test_fraction"] == 0.0
-    assert len(manifest["sources"]) == 30 + len(FLOODGATE)
-    src = next(s for s in manifest["sources"] if s["path"].endswith(FLOODGATE[0].name))
+    sources = list(iter_sources(out))
+    assert source_count(manifest) == len(sources) == 30 + len(FLOODGATE)
+    src = next(s for s in sources if s["path"].endswith(FLOODGATE[0].name))
     assert src["sha256"] == hashlib.sha256(FLOODGATE[0].read_bytes()).hexdigest()
     rated = [g for g in games if g["split"] == "test" and g["min_rating"] is not None]
     assert rated and all(g["min_rating"] == min(g["ratings"]) for g in rated)
@@ -230,13 +231,13 @@ def test_large_multi_game_file_is_read_in_pieces_with_the_same_result(tmp_path, 
     archive = _archive(tmp_path / "in" / "archive.csa", texts, encoding)
     whole = prepare([archive], tmp_path / "whole", workers=workers, game_filter=LOOSE, progress=False)
     monkeypatch.setattr(prep, "PIECE_BYTES", 20_000)              # a few games a piece
-    assert len(prep._items([archive])) > 5
+    assert len(list(prep._items([archive]))) > 5
     assert all(piece.utf8 == (encoding == "utf-8") for piece in prep._items([archive]))
     pieces = prepare([archive], tmp_path / "pieces", workers=workers, game_filter=LOOSE, progress=False)
     assert pieces == whole
     assert tree_digest(tmp_path / "pieces") == tree_digest(tmp_path / "whole")
     written = json.loads((tmp_path / "pieces" / "report.json").read_text())
-    assert load_manifest(tmp_path / "pieces")["sources"] == [
+    assert list(iter_sources(tmp_path / "pieces")) == [
         {"path": str(archive), "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}]
     # problems inside the file are reported with their lines in the whole file: the garbage
     # between two games is dropped (and counted as read), the illegal move flagged
@@ -264,11 +265,12 @@ def test_pieces_cut_after_separators_and_cover_the_file(tmp_path):
 def test_dedupe_test_in_hash_partitions_keeps_games_jsonl_in_step(tmp_path, monkeypatch):
     import numpy as np
 
-    import shogitrain.prepare as prep
+    from shogitrain.shards import dedupe, rewrite
 
     inputs, held_out = SELFPLAY[3:40], SELFPLAY[:3] + FLOODGATE  # openings shared: some test positions seen
     one = prepare(inputs, tmp_path / "one", test_data=held_out, dedupe_test=True, workers=1, progress=False)
-    monkeypatch.setattr(prep, "DEDUPE_HASHES", 500)               # many partitions
+    monkeypatch.setattr(dedupe, "HASHES_IN_MEMORY", 500)          # many partitions
+    monkeypatch.setattr(rewrite, "OPEN_PARTITIONS", 3)            # in several passes
     many = prepare(inputs, tmp_path / "many", test_data=held_out, dedupe_test=True, workers=1, progress=False)
     assert many == one and tree_digest(tmp_path / "many") == tree_digest(tmp_path / "one")
     total = load_manifest(tmp_path / "one")["splits"]["test"]["positions"]

@@ -110,27 +110,27 @@ def read_hcpe3_games(raw, first_index: int = 0, base_offset: int = 0):
         index += 1
 
 
-def game_ends(raw, limit: int) -> tuple[list[int], str | None]:
-    """Byte offsets after each game of ``raw`` up to ``limit`` bytes in, read from the counts alone
-    (for cutting a large file into pieces at game boundaries); stops at the first framing problem."""
+def game_ends(raw, limit: int):
+    """Byte offsets after each game of ``raw`` up to ``limit`` bytes in, one at a time, read from the
+    counts alone (for cutting a large file into pieces at game boundaries); stops at the first framing
+    problem."""
     view = memoryview(raw)
-    size, pos, ends = len(view), 0, []
+    size, pos = len(view), 0
     while pos < min(size, limit):
         if size - pos < 36:
-            return ends, "truncated"
+            return
         move_num = struct.unpack_from("<H", view, pos + 32)[0]
         pos += 36
         if move_num > MAX_MOVES:
-            return ends, "moveNum"
+            return
         for _ in range(move_num):
             if size - pos < 6:
-                return ends, "truncated"
+                return
             candidates = struct.unpack_from("<H", view, pos + 4)[0]
             pos += 6 + 4 * candidates
             if candidates > MAX_CANDIDATES or pos > size:
-                return ends, "candidateNum"
-        ends.append(pos)
-    return ends, None
+                return
+        yield pos
 
 
 @dataclass

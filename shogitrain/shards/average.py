@@ -19,38 +19,24 @@ import numpy as np
 from shogitrain.names import EVAL_SCALE
 from shogitrain.shards.format import EVAL_LIMIT, EVAL_MISSING, POSITION_DTYPE
 from shogitrain.shards.reader import ShardDataset
-from shogitrain.shards.rewrite import pair_indices, position_hashes, rewrite_split, select
+from shogitrain.shards.rewrite import KeptRows, hash_partitions, pair_indices, position_hashes, rewrite_split, select
 from shogitrain.shards.targets import PAIR_DTYPE, TARGET_DTYPE, SoftRows, plain_targets
 
 AVERAGE_ROWS = 1 << 20      # rows of one hash partition (their rows and targets are held at once)
-OPEN_PARTITIONS = 256       # partition files written in one pass over the split
 GROUP_DTYPE = np.dtype([("eval", "<i2"), ("result", "<f4"), ("start", "<u8"), ("count", "<u2")])
 DROPPED, UNCHANGED = -2, -1
 
 
 def _partitions(data: ShardDataset, parts: int, work: Path, chunk: int = 1 << 18):
     """Row indices (ascending) of each hash partition of the split, one partition at a time."""
-    n = len(data)
     if parts == 1:
-        yield np.arange(n)
-        return
-    for low in range(0, parts, OPEN_PARTITIONS):
-        high = min(low + OPEN_PARTITIONS, parts)
-        files = [open(work / f"part-{k}.bin", "wb") for k in range(low, high)]
-        try:
-            for start in range(0, n, chunk):
-                part = position_hashes(data.slice(start, start + chunk)) % np.uint64(parts)
-                order = np.argsort(part, kind="stable")
-                bounds = np.searchsorted(part[order], np.arange(low, high + 1))
-                for k in range(high - low):
-                    files[k].write((order[bounds[k]:bounds[k + 1]] + start).astype(np.int64).tobytes())
-        finally:
-            for f in files:
-                f.close()
-        for k in range(low, high):
-            indices = np.fromfile(work / f"part-{k}.bin", np.int64)
-            os.unlink(work / f"part-{k}.bin")
-            yield indices
+        return iter([np.arange(len(data))])
+
+    def chunks():
+        for start in range(0, len(data), chunk):
+            rows = data.slice(start, start + chunk)
+            yield position_hashes(rows), np.arange(start, start + len(rows), dtype=np.int64)
+    return hash_partitions(chunks, parts, work, np.int64)
 
 
 def _member_pairs(item, order: np.ndarray, rows: np.ndarray, group_of: np.ndarray):
@@ -138,7 +124,8 @@ def _apply(plan, groups, group_pairs):
 def average_duplicates(root: Path, splits: dict, split: str, shard_rows: int, work: Path,
                        eval_scale: float = EVAL_SCALE):
     """Merge the duplicated positions of ``split`` (see the module docstring), rewriting its shards with
-    soft targets; ``work`` is a scratch directory. Returns (rows merged away, rows kept per game id), or
+    soft targets; ``work`` is a scratch directory. Returns (rows merged away, the rows kept per game id: a
+    :class:`KeptRows` in ``work``), or
     (0, None) when no position repeats."""
     data = ShardDataset(root, split, manifest={"splits": splits})
     n = len(data)
@@ -160,5 +147,7 @@ def average_duplicates(root: Path, splits: dict, split: str, shard_rows: int, wo
     groups = np.memmap(work / "groups.bin", GROUP_DTYPE, mode="r")
     pairs = np.memmap(work / "pairs.bin", PAIR_DTYPE, mode="r") if n_pairs else np.zeros(0, PAIR_DTYPE)
     del data
-    kept = rewrite_split(root, splits, split, shard_rows, _apply(plan, groups, pairs))
+    kept = KeptRows(work / "kept.bin")
+    rewrite_split(root, splits, split, shard_rows, _apply(plan, groups, pairs), kept)
+    kept.close()
     return merged, kept

@@ -22,7 +22,7 @@ from shogitrain.files import atomic_write, write_error
 from shogitrain.records.hcpe import HCPE_DTYPE, encode_hcp, follow_games
 from shogitrain.records.hcpe3 import HCPE3_DTYPE, MOVE_INFO_DTYPE, MOVE_VISITS_DTYPE, result_bits
 from shogitrain.shards.format import EVAL_MISSING, POSITION_DTYPE
-from shogitrain.shards.reader import DatasetError, ShardDataset, load_games
+from shogitrain.shards.reader import DatasetError, ShardDataset, iter_games
 from shogitrain.shards.targets import SoftRows
 
 FORMATS = ("hcpe", "hcpe3")
@@ -111,7 +111,7 @@ def export_data(root, fmt: str, split: str, out) -> dict:
             for start in range(0, len(data), CHUNK):
                 f.write(hcpe_records(data.read(np.arange(start, min(start + CHUNK, len(data))))).tobytes())
         else:
-            for game in load_games(root):
+            for game in iter_games(root):
                 if game["split"] != split or not game["positions"]:
                     continue
                 rows = data.read(np.arange(game["row_start"], game["row_start"] + game["positions"]))

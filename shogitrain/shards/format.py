@@ -64,6 +64,7 @@ ROW_PROBLEMS = (
 _VALID_CODE = np.zeros(256, bool)
 _VALID_CODE[[0, *range(1, 15), *range(17, 31)]] = True
 _SET = np.array([18, 4, 4, 4, 4, 2, 2])  # FU KY KE GI KI KA HI: the pieces of one set, by hand kind
+_SET_BOTH = np.tile(_SET, 2).astype(np.uint8)  # both hands' limits, as the 14 hand bytes of a row lie
 # hand-kind index (0..6) of each board code's piece, demoted and colour removed; 7 for kings and empty squares
 _KIND_OF_CODE = np.full(256, 7, np.uint8)
 for _code in [*range(1, 15), *range(17, 31)]:
@@ -73,11 +74,32 @@ for _code in [*range(1, 15), *range(17, 31)]:
 del _code, _pt
 
 
+def _all_valid(rows: np.ndarray) -> bool:
+    """True when no row has a problem of ROW_PROBLEMS[1:7]: the checks of invalid_rows, on the whole
+    batch at once (several times faster; the training loader checks every batch it reads)."""
+    n = len(rows)
+    board = np.ascontiguousarray(rows["board"]).ravel()
+    if (((board & 15) == 15) | (board == 16) | (board > 31)).any():       # the codes _VALID_CODE refuses
+        return False
+    kings = np.flatnonzero((board & 0xEF) == 8)                             # 8 and 24: one of each a row
+    if len(kings) != 2 * n or (kings[0::2] // 81 != np.arange(n)).any() or (kings[1::2] // 81 != np.arange(n)).any() \
+            or (board[kings[0::2]] == board[kings[1::2]]).any():
+        return False
+    move16 = rows["move16"]
+    to, frm = move16 & 0x7F, (move16 >> 7) & 0x7F
+    return not ((rows["turn"] > 1).any() or (rows["result"] > 2).any()
+                or (np.ascontiguousarray(rows["hand"]).reshape(n, 14) > _SET_BOTH).any()
+                or ((to >= 81) | (frm > 87) | (frm == to) | ((frm >= 81) & (move16 >= 1 << 14))
+                    | (move16 >= 1 << 15)).any())
+
+
 def invalid_rows(rows: np.ndarray, piece_totals: bool = False) -> np.ndarray:
     """Per row, the index into ROW_PROBLEMS of its first problem (0 = none), vectorised.
 
     ``piece_totals`` adds the count of each kind over board and both hands (a few times dearer:
     verification does it, the training batches do not)."""
+    if not piece_totals and _all_valid(rows):
+        return np.zeros(len(rows), np.int64)
     board, hand = rows["board"], rows["hand"]
     move16 = rows["move16"].astype(np.int64)
     to, frm = move16 & 0x7F, (move16 >> 7) & 0x7F

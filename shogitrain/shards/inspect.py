@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 from shogitrain.shards.format import EVAL_MISSING
-from shogitrain.shards.reader import ShardDataset, load_games, load_manifest
+from shogitrain.shards.reader import ShardDataset, iter_games, load_manifest, source_count
 
 PLY_EDGES = [1, 31, 61, 101, 201, 100000]
 RATING_EDGES = [0, 2000, 2500, 3000, 3500, 4000, 100000]
 CHUNK = 1 << 18
 
 
-def _histogram(values: np.ndarray, edges: list[int]) -> list[tuple[str, int]]:
-    counts, _ = np.histogram(values, bins=edges)
-    labels = [f"{lo}–{hi - 1}" if hi < 100000 else f"{lo}+" for lo, hi in zip(edges[:-1], edges[1:])]
-    return list(zip(labels, counts.tolist()))
+def labels_of(edges: list[int]) -> list[str]:
+    return [f"{lo}–{hi - 1}" if hi < 100000 else f"{lo}+" for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _bin(value: float, edges: list[int]) -> int | None:
+    """np.histogram's bin of ``value`` (the last bin closed on the right), None outside the edges."""
+    if not edges[0] <= value <= edges[-1]:
+        return None
+    return min(bisect.bisect_right(edges, value) - 1, len(edges) - 2)
 
 
 def _bar(n: int, total: int, width: int = 30) -> str:
@@ -35,11 +42,30 @@ def split_statistics(root, split: str) -> dict:
     return {"positions": len(data), "results": results.tolist(), "plies": plies.tolist(), "with_eval": with_eval}
 
 
+def _no_games() -> dict:
+    return {"rated": 0, "ratings": [0] * (len(RATING_EDGES) - 1), "endings": {}}
+
+
+def game_statistics(root) -> dict:
+    """Per split: the lower ratings' histogram (games with both ratings) and the endings, from
+    games.jsonl read as a stream."""
+    stats: dict = {}
+    for g in iter_games(root):
+        split = stats.setdefault(g["split"], _no_games())
+        if g.get("min_rating") is not None:
+            split["rated"] += 1
+            k = _bin(g["min_rating"], RATING_EDGES)
+            if k is not None:
+                split["ratings"][k] += 1
+        split["endings"][g.get("endgame")] = split["endings"].get(g.get("endgame"), 0) + 1
+    return stats
+
+
 def describe(root) -> str:
     manifest = load_manifest(root)
-    games = load_games(root)
+    games = game_statistics(root)
     lines = [f"dataset {root}  (format {manifest['format_version']}, seed {manifest['seed']}, "
-             f"{len(manifest['sources'])} source files)"]
+             f"{source_count(manifest)} source files)"]
     for split, info in manifest["splits"].items():
         stats = split_statistics(root, split)
         n = stats["positions"]
@@ -51,18 +77,15 @@ def describe(root) -> str:
                      + (f"  INVALID {invalid} rows (`shogitrain verify {root}`)" if invalid else ""))
         lines.append(f"  positions with an engine eval: {stats['with_eval'] / n:.1%}")
         lines.append("  ply:")
-        labels = [lab for lab, _ in _histogram(np.zeros(0), PLY_EDGES)]
-        for label, count in zip(labels, stats["plies"]):
+        for label, count in zip(labels_of(PLY_EDGES), stats["plies"]):
             lines.append(f"    {label:>9}  {count:8d}  {_bar(count, n)}")
-        ratings = np.array([g["min_rating"] for g in games if g["split"] == split and g.get("min_rating") is not None])
-        lines.append(f"  games with both ratings: {len(ratings)} of {info['games']}")
-        if len(ratings):
+        split_games = games.get(split, _no_games())
+        rated = split_games["rated"]
+        lines.append(f"  games with both ratings: {rated} of {info['games']}")
+        if rated:
             lines.append("  lower rating of the two players:")
-            for label, count in _histogram(ratings, RATING_EDGES):
-                lines.append(f"    {label:>9}  {count:8d}  {_bar(count, len(ratings))}")
-        endings = {}
-        for g in games:
-            if g["split"] == split:
-                endings[g.get("endgame")] = endings.get(g.get("endgame"), 0) + 1
+            for label, count in zip(labels_of(RATING_EDGES), split_games["ratings"]):
+                lines.append(f"    {label:>9}  {count:8d}  {_bar(count, rated)}")
+        endings = split_games["endings"]
         lines.append("  endings: " + ", ".join(f"{k} {v}" for k, v in sorted(endings.items(), key=lambda kv: -kv[1])))
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 Shards are opened with ``np.load(mmap_mode='r')``, so a dataset larger than RAM trains: only the
 rows of the current batch are paged in. ``ShardDataset.batch_indices`` gives each epoch a seeded
-permutation and, under DDP, each rank a disjoint slice of it. ``ShardDataset.read`` adds the soft
-targets of a dataset that has them (``shards/targets.py``).
+permutation (``shards/order.py``: computed batch by batch, no memory per position) and, under DDP,
+each rank a disjoint slice of it. ``ShardDataset.read`` adds the soft targets of a dataset that has
+them (``shards/targets.py``). The per-game table and the source list are read as streams.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from shogitrain.shards.format import FORMAT_VERSION, POSITION_DTYPE, ROW_PROBLEMS, invalid_rows
+from shogitrain.shards.order import EpochOrder
 from shogitrain.shards.targets import ShardTargets, SoftRows, soft_rows
 
 
@@ -44,21 +46,51 @@ def manifest_hash(root) -> str:
     return hashlib.sha256((Path(root) / "manifest.json").read_bytes()).hexdigest()
 
 
-def load_games(root) -> list[dict]:
+def iter_games(root):
+    """The games of games.jsonl, one dict at a time (the table may be far larger than memory)."""
     path = Path(root) / "games.jsonl"
-    games = []
+    number = 0
     try:
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 if line.strip():
-                    games.append(json.loads(line))
+                    yield json.loads(line)
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing; the dataset is incomplete: prepare it again") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: unreadable ({e})") from None
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}:{number}: not a JSON line ({e.msg})") from None
-    return games
+
+
+def load_games(root) -> list[dict]:
+    """All of games.jsonl as a list (small datasets and tests; large ones: :func:`iter_games`)."""
+    return list(iter_games(root))
+
+
+def source_count(manifest: dict) -> int:
+    """The number of source files a dataset was prepared from."""
+    if "source_files" in manifest:
+        return int(manifest["source_files"])
+    return len(manifest.get("sources", []))
+
+
+def iter_sources(root, manifest: dict | None = None):
+    """The dataset's sources ({path, sha256}), from sources.jsonl (datasets prepared before it
+    existed list them in the manifest)."""
+    manifest = load_manifest(root) if manifest is None else manifest
+    if "source_files" not in manifest:
+        yield from manifest.get("sources", [])
+        return
+    path = Path(root) / "sources.jsonl"
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing; the dataset is incomplete: prepare it again") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: unreadable ({getattr(e, 'msg', None) or e})") from None
 
 
 def open_shard(path: Path, recorded: dict) -> np.ndarray:
@@ -81,6 +113,9 @@ def open_shard(path: Path, recorded: dict) -> np.ndarray:
     return array
 
 
+ROW_BYTES = np.dtype(f"V{POSITION_DTYPE.itemsize}")  # a row as opaque bytes: far faster to gather than fields
+
+
 class ShardDataset:
     """All rows of one split as one indexable sequence over memory-mapped shard files."""
 
@@ -96,6 +131,7 @@ class ShardDataset:
         self.shards = [open_shard(path, shard) for path, shard in zip(self.files, splits[split]["shards"])]
         lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self._bytes = [shard.view(ROW_BYTES) for shard in self.shards]   # whole rows, copied as bytes
         self.length = int(self.offsets[-1])
         entries = splits[split]["shards"]
         self.targets = None
@@ -109,17 +145,24 @@ class ShardDataset:
         return self.length
 
     def rows(self, indices, check: bool = True) -> np.ndarray:
-        """Rows at the given global indices (any order), gathered shard by shard and (``check``)
-        checked by ``invalid_rows``: a bad row is a DatasetError naming its shard file and row."""
+        """Rows at the given global indices (any order; ascending is fastest), gathered shard by shard
+        and (``check``) checked by ``invalid_rows``: a bad row is a DatasetError naming its shard file
+        and row."""
         indices = np.asarray(indices, dtype=np.int64)
-        if len(self.shards) == 1:
-            out = np.asarray(self.shards[0][indices])
-        else:
-            out = np.empty(len(indices), dtype=POSITION_DTYPE)
-            shard_of = np.searchsorted(self.offsets, indices, side="right") - 1
-            for s in np.unique(shard_of):
-                mask = shard_of == s
-                out[mask] = self.shards[s][indices[mask] - self.offsets[s]]
+        out = np.empty(len(indices), dtype=POSITION_DTYPE)
+        ascending = bool((indices[1:] >= indices[:-1]).all())
+        order = None if ascending else np.argsort(indices, kind="stable")
+        wanted = indices if ascending else indices[order]
+        if len(wanted) and (wanted[0] < 0 or wanted[-1] >= self.length):
+            raise IndexError(f"row {wanted[0] if wanted[0] < 0 else wanted[-1]} is outside the {self.length} "
+                             f"rows of {self.root} [{self.split}]")
+        gathered = out.view(ROW_BYTES) if ascending else np.empty(len(wanted), ROW_BYTES)
+        cuts = np.searchsorted(wanted, self.offsets).tolist()   # each shard's rows: wanted[cuts[s]:cuts[s+1]]
+        for s, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            if a < b:
+                np.take(self._bytes[s], wanted[a:b] - self.offsets[s], out=gathered[a:b])
+        if not ascending:
+            out.view(ROW_BYTES)[order] = gathered
         problems = invalid_rows(out) if check else None
         if check and problems.any():
             bad = int(np.flatnonzero(problems)[0])
@@ -142,17 +185,24 @@ class ShardDataset:
         return self.rows(np.arange(start, min(stop, self.length)), check)
 
     def batch_indices(self, batch_size: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                      shuffle: bool = True, drop_last: bool = True):
+                      shuffle: bool = True, drop_last: bool = True, order: str = "keyed"):
         """Yield index arrays of ``batch_size // world_size`` rows for this rank, one per global batch.
 
         The permutation depends only on (seed, epoch), so every rank agrees and a resumed run sees
-        the same order. Each global batch is split into disjoint per-rank parts.
+        the same order. Each global batch is split into disjoint per-rank parts. ``order``: 'keyed'
+        (``EpochOrder``, computed batch by batch) or 'permutation' (numpy's, held whole).
         """
-        order = np.random.default_rng([seed, epoch]).permutation(self.length) if shuffle else np.arange(self.length)
+        if not shuffle:
+            order = None
+        elif order == "permutation":
+            order = np.random.default_rng([seed, epoch]).permutation(self.length)
+        else:
+            order = EpochOrder(self.length, seed, epoch)
         per_rank = batch_size // world_size
         n_batches = self.length // batch_size if drop_last else -(-self.length // batch_size)
         for b in range(n_batches):
-            batch = order[b * batch_size : (b + 1) * batch_size]
+            positions = np.arange(b * batch_size, min((b + 1) * batch_size, self.length))
+            batch = order[positions] if order is not None else positions
             yield np.sort(batch[rank * per_rank : (rank + 1) * per_rank])
 
     def steps_per_epoch(self, batch_size: int) -> int:

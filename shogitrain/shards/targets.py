@@ -65,7 +65,7 @@ class TargetWriter:
         for shard in writer.shards:
             rows = np.load(writer.dir.parent / shard["file"], mmap_mode="r")
             self.add(rows)
-        self.add(writer.buffer[: writer.filled])
+        self.add(writer.open_rows())
         return self
 
     def add(self, rows: np.ndarray, targets: np.ndarray | None = None, pairs: np.ndarray | None = None) -> None:
@@ -128,18 +128,22 @@ class ShardTargets:
         counts = np.zeros(n, np.int64)
         result = np.zeros(n, np.float32)
         starts = np.zeros(n, np.int64)
-        for s in np.unique(shard_of):
-            mask = shard_of == s
-            t = self.targets[s][local[mask]]
-            counts[mask], result[mask], starts[mask] = t["count"], t["result"], t["start"]
+        for s, a, b in _runs(shard_of):
+            t = self.targets[s][local[a:b]]
+            counts[a:b], result[a:b], starts[a:b] = t["count"], t["result"], t["start"]
         offsets = np.cumsum(counts) - counts
         flat = np.repeat(starts - offsets, counts) + np.arange(int(counts.sum()))
         pairs = np.empty(len(flat), PAIR_DTYPE)
-        owner_shard = np.repeat(shard_of, counts)
-        for s in np.unique(owner_shard):
-            mask = owner_shard == s
-            pairs[mask] = self.pairs[s][flat[mask]]
+        for s, a, b in _runs(np.repeat(shard_of, counts)):
+            pairs[a:b] = self.pairs[s][flat[a:b]]
         return counts, pairs, result
+
+
+def _runs(values: np.ndarray):
+    """(value, start, stop) of each run of equal neighbours (a batch's shard numbers, ascending: one run a shard)."""
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if len(values) else np.zeros(0, np.int64)
+    stops = np.r_[starts[1:], len(values)]
+    return zip(values[starts].tolist(), starts.tolist(), stops.tolist())
 
 
 def soft_rows(rows: np.ndarray, gathered) -> SoftRows:

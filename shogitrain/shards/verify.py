@@ -1,6 +1,6 @@
 """`shogitrain verify`: a prepared dataset or a run directory checked end to end.
 
-A dataset: manifest.json and games.jsonl readable and consistent with each other; every shard
+A dataset: manifest.json, games.jsonl and sources.jsonl readable and consistent with each other; every shard
 present with the size, .npy header, row count and sha256 the manifest recorded; every row valid
 (``shards.format.invalid_rows``, piece totals included). A run directory: its checkpoint loads
 and matches the checksum it was saved with, config.yaml, run.json and metrics.jsonl read back.
@@ -16,7 +16,7 @@ import numpy as np
 
 from shogitrain.files import file_sha256
 from shogitrain.shards.format import ROW_PROBLEMS, invalid_rows
-from shogitrain.shards.reader import DatasetError, load_games, load_manifest, open_shard
+from shogitrain.shards.reader import DatasetError, iter_games, load_manifest, open_shard
 
 CHUNK_ROWS = 1 << 16
 
@@ -46,15 +46,21 @@ def verify_dataset(root, rows: bool = True) -> tuple[list[str], dict]:
     problems: list[str] = []
     counts = {"shards": 0, "positions": 0, "games": 0, "checksummed": 0}
     try:
-        games = load_games(root)
-        counts["games"] = len(games)
+        games = sum(1 for _ in iter_games(root))
+        counts["games"] = games
         if "games_sha256" in manifest and file_sha256(root / "games.jsonl") != manifest["games_sha256"]:
             problems.append(f"{root / 'games.jsonl'}: sha256 differs from the manifest's")
         declared = sum(int(s.get("games", 0)) for s in manifest["splits"].values())
-        if declared != len(games):
-            problems.append(f"{root / 'games.jsonl'}: {len(games)} games, the manifest declares {declared}")
+        if declared != games:
+            problems.append(f"{root / 'games.jsonl'}: {games} games, the manifest declares {declared}")
     except DatasetError as e:
         problems.append(str(e))
+    if "sources_sha256" in manifest:
+        try:
+            if file_sha256(root / "sources.jsonl") != manifest["sources_sha256"]:
+                problems.append(f"{root / 'sources.jsonl'}: sha256 differs from the manifest's")
+        except OSError as e:
+            problems.append(f"{root / 'sources.jsonl'}: unreadable ({e.strerror or e})")
     for split, info in manifest["splits"].items():
         shard_rows = sum(int(s.get("rows", 0)) for s in info.get("shards", []))
         if shard_rows != info.get("positions"):

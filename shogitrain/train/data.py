@@ -14,7 +14,7 @@ from shogitrain.readahead import read_ahead
 from shogitrain.features import encode_rows, move_labels
 from shogitrain.names import FEATURES2_PLANES, POLICY_SIZE
 from shogitrain.shards.format import EVAL_MISSING
-from shogitrain.shards.reader import ShardDataset, load_games
+from shogitrain.shards.reader import ShardDataset, iter_games, load_manifest
 from shogitrain.shards.targets import SoftRows
 
 
@@ -35,11 +35,14 @@ class Batch:
 
 
 def game_min_ratings(root) -> np.ndarray:
-    """Per game id, the lower of the two ratings (nan when a player is unrated)."""
-    games = load_games(root)
-    out = np.full(len(games), np.nan, dtype=np.float32)
-    for g in games:
+    """Per game id, the lower of the two ratings (nan when a player is unrated): 4 bytes a game, read
+    from games.jsonl as a stream."""
+    manifest = load_manifest(root)
+    out = np.full(sum(int(s.get("games", 0)) for s in manifest["splits"].values()), np.nan, dtype=np.float32)
+    for g in iter_games(root):
         if g.get("min_rating") is not None:
+            if g["id"] >= len(out):  # a table longer than the manifest says (verify reports it)
+                out = np.concatenate([out, np.full(g["id"] + 1 - len(out), np.nan, np.float32)])
             out[g["id"]] = g["min_rating"]
     return out
 

@@ -31,12 +31,14 @@ def evaluate_dataset(model, dataset, device, *, batch_size: int = 1024, amp: str
     """
     acc = MetricAccumulator(value_lambda=loss_cfg.value_lambda if loss_cfg else VALUE_LAMBDA,
                             eval_scale=loss_cfg.eval_scale if loss_cfg else EVAL_SCALE)
-    order = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    n = len(dataset) if indices is None else len(indices)
+    starts = range(0, n, batch_size)
+    chunks = (np.arange(i, min(i + batch_size, n)) if indices is None
+              else np.asarray(indices[i : i + batch_size], dtype=np.int64) for i in starts)
     was_training = model.training
     model.eval()
     try:
-        for rows in tqdm(RowPrefetcher(dataset, chunks), total=len(chunks), disable=not progress, unit="batch",
+        for rows in tqdm(RowPrefetcher(dataset, chunks), total=len(starts), disable=not progress, unit="batch",
                          desc=f"eval {dataset.split}", dynamic_ncols=True):
             batch = make_batch(rows, device, min_ratings, input2_planes_of(model))
             with autocast_context(amp, device):

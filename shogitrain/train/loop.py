@@ -184,7 +184,8 @@ class _Trainer:
         done = state.step - epoch * data.steps_per_epoch  # batches of this epoch already trained (resume)
         index_batches = itertools.islice(
             data.train.batch_indices(cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch, rank=run.dist.rank,
-                                     world_size=run.dist.world_size, shuffle=cfg.data.shuffle),
+                                     world_size=run.dist.world_size, shuffle=cfg.data.shuffle,
+                                     order=cfg.data.order),
             done, data.steps_per_epoch)
 
         def load_batch(rows):

@@ -32,12 +32,12 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # Keys added to the config after runs were saved without them: absent, they had this value.
-ADDED_KEYS = {"model.input2_planes": 57}
+ADDED_KEYS = {"model.input2_planes": 57, "data.order": "permutation"}
 
 
 def config_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
     """{dotted key: (old, new)} for every key whose value differs between two config dicts."""
-    a, b = ADDED_KEYS | _flatten(old), _flatten(new)
+    a, b = ADDED_KEYS | _flatten(old), ADDED_KEYS | _flatten(new)
     return {key: (a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}
 
 

@@ -17,10 +17,12 @@ dataset is removed before the next is built. Per size, each command in a process
   of one checkpoint on the test split, both with one torch thread (OMP_NUM_THREADS=1: on a shared
   2-core machine two threads made eval six times slower).
 
-Memory: ``max RSS`` is the largest single process's peak (``os.wait4``'s ru_maxrss over the process and
-its waited-for children: prepare's main process or a worker); ``tree PSS`` / ``tree anon`` are the
-peaks of the sums over the process tree of PSS (shared pages split between the processes that map
-them) and of anonymous RSS (memory that is not page cache), sampled from /proc every 0.1 s.
+Memory: ``max RSS`` is the largest single process's peak: the highest VmHWM (the kernel's high-water
+mark of a process's RSS) read from /proc every 0.1 s over the process tree (prepare's main process or
+a worker). Not ``os.wait4``'s ru_maxrss: Linux carries a parent's high-water mark across fork and exec
+into the child's, so it would report this script's own peak whenever that is the larger. ``tree
+PSS`` / ``tree anon`` are the peaks of the sums over the tree of PSS (shared pages split between the
+processes that map them) and of anonymous RSS (memory that is not page cache), sampled alike.
 
     python bench/scale.py [--sizes 150k,1M,10M,30M] [--dedupe-at 10M] [--workers N] [--tmp DIR] [--json FILE]
 
@@ -72,7 +74,7 @@ class TreeSampler(threading.Thread):
     def __init__(self, pid: int, interval: float = 0.1):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
-        self.peak_pss = self.peak_anon = 0
+        self.peak_pss = self.peak_anon = self.peak_hwm = 0
         self.done = threading.Event()
 
     def tree(self) -> list[int]:
@@ -108,6 +110,7 @@ class TreeSampler(threading.Thread):
             pids = self.tree()
             self.peak_pss = max(self.peak_pss, sum(self.kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids))
             self.peak_anon = max(self.peak_anon, sum(self.kib(f"/proc/{p}/status", "RssAnon:") for p in pids))
+            self.peak_hwm = max([self.peak_hwm] + [self.kib(f"/proc/{p}/status", "VmHWM:") for p in pids])
 
 
 def measure(command: list, **env) -> dict:
@@ -128,7 +131,7 @@ def measure(command: list, **env) -> dict:
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, command))} failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": sampler.peak_hwm / 1024,
             "tree_pss_mb": sampler.peak_pss / 1024, "tree_anon_mb": sampler.peak_anon / 1024, "stdout": stdout}
 
 

@@ -114,6 +114,11 @@ def open_shard(path: Path, recorded: dict) -> np.ndarray:
 
 
 ROW_BYTES = np.dtype(f"V{POSITION_DTYPE.itemsize}")  # a row as opaque bytes: far faster to gather than fields
+# Below this many wanted rows per shard touched, rows are gathered one by one (a slice of the shard's
+# bytes each, joined) rather than with one numpy call per shard: a random batch of a large dataset
+# touches most of its shards (1,024 rows of 30M positions: ~400 of 458), and numpy's fixed cost per
+# call then dominates (docs/benchmarks.md, "Scale").
+ROWS_PER_SHARD_FOR_TAKE = 16
 
 
 class ShardDataset:
@@ -132,6 +137,7 @@ class ShardDataset:
         lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self._bytes = [shard.view(ROW_BYTES) for shard in self.shards]   # whole rows, copied as bytes
+        self._flat = [memoryview(shard.view(np.uint8).reshape(-1)) for shard in self.shards]
         self.length = int(self.offsets[-1])
         entries = splits[split]["shards"]
         self.targets = None
@@ -157,10 +163,18 @@ class ShardDataset:
             raise IndexError(f"row {wanted[0] if wanted[0] < 0 else wanted[-1]} is outside the {self.length} "
                              f"rows of {self.root} [{self.split}]")
         gathered = out.view(ROW_BYTES) if ascending else np.empty(len(wanted), ROW_BYTES)
-        cuts = np.searchsorted(wanted, self.offsets).tolist()   # each shard's rows: wanted[cuts[s]:cuts[s+1]]
-        for s, (a, b) in enumerate(zip(cuts, cuts[1:])):
-            if a < b:
-                np.take(self._bytes[s], wanted[a:b] - self.offsets[s], out=gathered[a:b])
+        cuts = np.searchsorted(wanted, self.offsets)   # each shard's rows: wanted[cuts[s]:cuts[s+1]]
+        if len(wanted) >= ROWS_PER_SHARD_FOR_TAKE * np.count_nonzero(np.diff(cuts)):
+            cuts = cuts.tolist()
+            for s, (a, b) in enumerate(zip(cuts, cuts[1:])):
+                if a < b:
+                    np.take(self._bytes[s], wanted[a:b] - self.offsets[s], out=gathered[a:b])
+        elif len(wanted):
+            shard_of = np.searchsorted(self.offsets, wanted, side="right") - 1
+            start = (wanted - self.offsets[shard_of]) * ROW_BYTES.itemsize
+            size, flat = ROW_BYTES.itemsize, self._flat
+            joined = b"".join([flat[s][a:a + size] for s, a in zip(shard_of.tolist(), start.tolist())])
+            gathered[:] = np.frombuffer(joined, ROW_BYTES)
         if not ascending:
             out.view(ROW_BYTES)[order] = gathered
         problems = invalid_rows(out) if check else None

@@ -169,8 +169,9 @@ def _check_disjoint(inputs, test_data) -> None:
     held = np.sort(np.fromiter((path_hash(p) for p in find_inputs(test_data)), np.uint64))
     both = set()
     for path in find_inputs(inputs):
-        i = np.searchsorted(held, np.uint64(path_hash(path)))
-        if i < len(held) and held[i] == path_hash(path):
+        h = np.uint64(path_hash(path))
+        i = np.searchsorted(held, h)
+        if i < len(held) and held[i] == h:
             both.add(path.resolve())
     if both:
         raise PrepareError(f"{printable(min(both))}: given both as an input and as --test-data "

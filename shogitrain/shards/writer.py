@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -73,7 +74,12 @@ class ShardWriter:
                 if self.filled == self.shard_rows:
                     self._finish(self.out)
         except OSError as e:
-            raise write_error(e, self._path()) from None
+            path = self._path()
+            if self.out is not None:        # the dataset is abandoned: do not keep its file open
+                with contextlib.suppress(OSError):
+                    self.out.f.close()
+                self.out = None
+            raise write_error(e, path) from None
         self.positions += len(rows)
 
     def _finish(self, out: _HashingFile) -> None:

@@ -1,16 +1,21 @@
-"""Items produced ahead of their consumer in a thread: training batches, decompressed archive members.
+"""Items produced ahead of their consumer: in a thread (training batches), or in a process of its
+own (decompressed archive members).
 
-The producer overlaps the consumer's work wherever it releases the GIL (numpy gathers from memory
-maps, torch ops, zlib/lzma/bz2/7z decompression).
+A thread overlaps the consumer's work wherever it releases the GIL (numpy gathers from memory maps,
+torch ops). A process overlaps all of it: decompressing an archive is mostly C, but parsing its
+members is Python, which would take the GIL from the main process's own conversion work.
 """
 
 from __future__ import annotations
 
 import queue
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import get_context
 
-__all__ = ["Handoff", "Stopped", "read_ahead"]
+__all__ = ["Handoff", "Stopped", "read_ahead", "produced_in_process"]
 
 
 class Stopped(Exception):
@@ -81,3 +86,49 @@ def read_ahead(items: Iterable, depth: int = 2) -> Iterator:
                 close()
 
     return Handoff(depth).run(produce)
+
+
+def produced_in_process(produce: Callable, *args) -> Iterator:
+    """The items ``produce(put, *args)`` passes to ``put``, produced in a process of its own (forked;
+    spawned on macOS, where ``produce`` and ``args`` must pickle). Its exception is raised here after
+    the items before it; the items wait in the pipe between the two (a few hundred KB at most: the
+    producer waits when it is full). Closing the generator early kills the process."""
+    context = get_context("spawn" if sys.platform == "darwin" else "fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_produce_into, args=(sender, produce, args), daemon=True,
+                              name=f"shogitrain-{getattr(produce, '__name__', 'producer')}")
+    process.start()
+    sender.close()
+    kind = None
+    try:
+        while True:
+            try:
+                kind, item = receiver.recv()
+            except EOFError:
+                process.join()
+                raise RuntimeError(f"the producing process ended (exit code {process.exitcode})") from None
+            if kind == "item":
+                yield item
+            elif kind == "end":
+                return
+            else:
+                raise item
+    finally:
+        receiver.close()
+        if kind != "end":             # stopped early (or it failed): nothing more is wanted from it
+            process.kill()
+        process.join()
+
+
+def _produce_into(sender, produce: Callable, args) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the consumer's to handle
+    try:
+        produce(lambda item: sender.send(("item", item)), *args)
+        sender.send(("end", None))
+    except (BrokenPipeError, ConnectionResetError):  # the consumer has gone
+        pass
+    except Exception as e:
+        try:
+            sender.send(("error", e))
+        except Exception:                            # it does not pickle
+            sender.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))

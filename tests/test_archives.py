@@ -28,8 +28,10 @@ LOOSE = GameFilter(min_moves=10, require_eval=False)
 SUFFIXES = [".zip", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".7z"]
 
 
-def make_archive(path: Path, root: Path) -> Path:
-    """Pack the files under ``root`` (names relative to it, sorted) into ``path``, by its suffix."""
+def make_archive(path: Path, root: Path, tar_format: int = tarfile.GNU_FORMAT) -> Path:
+    """Pack the files under ``root`` (names relative to it, sorted) into ``path``, by its suffix. Tars
+    are in GNU tar's format, one header a member (Python's default, pax, adds a second to each for
+    the fractional mtime)."""
     files = sorted(p for p in root.rglob("*") if p.is_file())
     name = path.name
     if name.endswith(".zip"):
@@ -43,7 +45,7 @@ def make_archive(path: Path, root: Path) -> Path:
                 z.write(f, f.relative_to(root).as_posix())
     else:
         mode = {".tar": "w", ".gz": "w:gz", ".tgz": "w:gz", ".xz": "w:xz", ".bz2": "w:bz2"}[path.suffix]
-        with tarfile.open(path, mode) as t:
+        with tarfile.open(path, mode, format=tar_format) as t:
             for f in files:
                 t.add(f, f.relative_to(root).as_posix())
     return path
@@ -101,15 +103,28 @@ def test_an_archive_gives_what_its_files_give(records, tmp_path, suffix):
     assert illegal["line"] == [s for s in plain_flagged if s["file"].endswith("illegal.csa")][0]["line"] > 40
 
 
-def test_members_stream_in_archive_order_with_the_last_marked(records, tmp_path):
-    for suffix in (".tar.xz", ".7z", ".zip"):
-        archive = make_archive(tmp_path / f"r{suffix}", records)
+@pytest.mark.parametrize("tar_format", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT], ids=["gnu", "pax"])
+def test_members_stream_in_archive_order_with_the_last_marked(records, tmp_path, tar_format):
+    for suffix in (".tar.xz", ".tar", ".7z", ".zip"):
+        archive = make_archive(tmp_path / f"r{suffix}", records, tar_format)
         members = list(archive_members(archive, {".csa", ".hcpe3"}))
         packed = [f.relative_to(records).as_posix() for f in sorted(records.rglob("*"))
                   if f.suffix in (".csa", ".hcpe3")]
         assert [m.name for m in members] == packed
         assert len(members) == 45 and [m.last for m in members].count(True) == 1 and members[-1].last
         assert [m.index for m in members] == list(range(45))
+
+
+@pytest.mark.parametrize("suffix", [".tar.bz2", ".7z"])
+def test_a_stream_read_in_part_leaves_no_reading_process(records, tmp_path, suffix):
+    import multiprocessing
+
+    members = archive_members(make_archive(tmp_path / f"r{suffix}", records), {".csa"})
+    assert next(members).name == "illegal.csa"
+    assert [p.name for p in multiprocessing.active_children()] == [
+        "shogitrain-" + ("_tar_stream" if suffix == ".tar.bz2" else "_7z_stream")]
+    members.close()
+    assert multiprocessing.active_children() == []
 
 
 def test_a_damaged_archive_keeps_what_comes_before_the_damage(records, tmp_path):

@@ -2,11 +2,13 @@
 
     python bench/mcts.py [--nets tiny,5x64] [--batches 1,8,32,64,128,256] [--seconds 2]
                          [--rounds 3] [--threads N] [--checkpoint NAME=PATH ...] [--device cpu]
+                         [--overlap off,on]
 
 A search that sends every new node to the net cannot beat the forward of that net at the same
 batch size through the same evaluator. Forward and ``Search.run_batch`` run in alternating slices
 (a fresh tree from an opening each round); printed: positions/s, the search's nodes/s and
-positions evaluated/s, the ratio evaluated ÷ forward per wall and per CPU second (goal ≥ 0.8),
+positions evaluated/s, the ratio evaluated ÷ forward per wall and per CPU second (goal ≥ 0.8), for
+the search in line and overlapped (``SearchSettings.overlap``: the net on a second thread),
 then the search alone with a null net (its own CPU µs a playout) and the leaf features two ways
 (cshogi into the rows vs pieces + ``encode_board``). Nets: ``tiny`` = configs/tiny-bn.yaml's
 model, ``5x64``; random BN weights with a sharpened policy, or ``--checkpoint NAME=PATH``.
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shogitrain.device import retain_freed_memory  # noqa: E402
 from shogitrain.models import build_model  # noqa: E402
 from shogitrain.play.evaluator import Evaluator, TorchEvaluator, load_evaluator  # noqa: E402
-from shogitrain.play.search import Search  # noqa: E402
+from shogitrain.play.search import Search, SearchSettings  # noqa: E402
 
 NETS = {"tiny": dict(blocks=2, channels=32, fc_units=32), "5x64": dict(blocks=5, channels=64, fc_units=64)}
 OPENING = "7g7f 3c3d 2g2f 8c8d 2f2e 8d8e 6i7h 4a3b".split()
@@ -63,19 +65,25 @@ class Meter:
     def __init__(self):
         self.playouts, self.evaluated, self.wall, self.cpu = 0, 0, 0.0, 0.0
 
-    def run(self, step, seconds: float) -> None:
+    def run(self, step, seconds: float, finish=None) -> None:
+        """``step()`` → (playouts, evaluated) until ``seconds`` have passed, then ``finish()`` (→ the same)."""
         wall, cpu = time.perf_counter(), time.process_time()
         while time.perf_counter() - wall < seconds:
             playouts, evaluated = step()
+            self.playouts += playouts
+            self.evaluated += evaluated
+        if finish is not None:
+            playouts, evaluated = finish()
             self.playouts += playouts
             self.evaluated += evaluated
         self.wall += time.perf_counter() - wall
         self.cpu += time.process_time() - cpu
 
 
-def measure(evaluator, batch: int, seconds: float, rounds: int) -> tuple[Meter, Meter]:
+def measure(evaluator, batch: int, seconds: float, rounds: int, overlap: bool) -> tuple[Meter, Meter]:
     """Forward and MCTS in alternating slices of ``seconds`` / 4 (so that a change in the load of
-    the machine hits both alike); each round starts a fresh tree."""
+    the machine hits both alike); each round starts a fresh tree. An overlapped search's slice ends
+    when its last batch is in (the next forward slice then has the net to itself)."""
     boards = sample_boards(batch * 2 + 40)
     forward, mcts = Meter(), Meter()
 
@@ -86,18 +94,25 @@ def measure(evaluator, batch: int, seconds: float, rounds: int) -> tuple[Meter, 
     for _ in range(rounds):
         for slot in range(batch):
             evaluator.write(slot, boards[slot % len(boards)])
-        search = Search(evaluator)
+        search = Search(evaluator, SearchSettings(overlap=overlap))
         search.set_position(None, OPENING)
         search.prepare_root()
         search.run_batch(batch)
+        search.finish()
 
         def mcts_step():
             before = search.stats.evaluated
             return search.run_batch(batch), search.stats.evaluated - before
 
+        def mcts_finish():
+            before = search.stats.evaluated
+            search.finish()
+            return 0, search.stats.evaluated - before
+
         for _ in range(4):
             forward.run(forward_step, seconds / 4)
-            mcts.run(mcts_step, seconds / 4)
+            mcts.run(mcts_step, seconds / 4, mcts_finish)
+        search.close()
     return forward, mcts
 
 
@@ -110,7 +125,7 @@ class NullNet(Evaluator):
         self.logits = (rng.standard_normal((batch, 2187)) * 3).astype(np.float32)
         self.values = rng.uniform(0.3, 0.7, batch).astype(np.float32)
 
-    def evaluate(self, n: int):
+    def evaluate(self, n: int, start: int = 0):
         return self.logits[:n], self.values[:n]
 
 
@@ -166,6 +181,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
+    ap.add_argument("--overlap", default="off,on", help="search in line (off), overlapped (on), or both")
     args = ap.parse_args()
     retain_freed_memory()
     if args.threads:
@@ -174,22 +190,25 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}, {args.rounds} rounds of {args.seconds} s")
-    print("| net | batch | forward pos/s | MCTS nodes/s | MCTS evaluated/s | ratio evaluated ÷ forward "
+    print("| net | search | batch | forward pos/s | MCTS nodes/s | MCTS evaluated/s | ratio evaluated ÷ forward "
           "| same per CPU-s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.nets.split(","):
         for batch in batches:
             if name in checkpoints:
-                evaluator = load_evaluator(checkpoints[name], args.device, batch, args.threads)
+                evaluator = load_evaluator(checkpoints[name], args.device, batch, args.threads, buffers=2)
             else:
-                evaluator = TorchEvaluator(random_net(NETS[name]), args.device, batch, name)
+                evaluator = TorchEvaluator(random_net(NETS[name]), args.device, batch, name, buffers=2)
             evaluator.warm_up()
-            forward, mcts = measure(evaluator, batch, args.seconds, args.rounds)
-            wall = (mcts.evaluated / mcts.wall) / (forward.evaluated / forward.wall)
-            cpu = (mcts.evaluated / mcts.cpu) / (forward.evaluated / forward.cpu)
-            label = f"{name} ({'trained' if name in checkpoints else 'random'})"
-            print(f"| {label} | {batch} | {forward.evaluated / forward.wall:,.0f} | {mcts.playouts / mcts.wall:,.0f} "
-                  f"| {mcts.evaluated / mcts.wall:,.0f} | **{wall:.2f}** | {cpu:.2f} |", flush=True)
+            for mode in args.overlap.split(","):
+                forward, mcts = measure(evaluator, batch, args.seconds, args.rounds, overlap=mode == "on")
+                wall = (mcts.evaluated / mcts.wall) / (forward.evaluated / forward.wall)
+                cpu = (mcts.evaluated / mcts.cpu) / (forward.evaluated / forward.cpu)
+                label = f"{name} ({'trained' if name in checkpoints else 'random'})"
+                search = "overlapped" if mode == "on" else "in line"
+                print(f"| {label} | {search} | {batch} | {forward.evaluated / forward.wall:,.0f} "
+                      f"| {mcts.playouts / mcts.wall:,.0f} | {mcts.evaluated / mcts.wall:,.0f} | **{wall:.2f}** "
+                      f"| {cpu:.2f} |", flush=True)
     print("\n| batch | search alone (null net), CPU µs/playout | features: cshogi make_input_features µs/pos "
           "| features: pieces + encode_board µs/pos |")
     print("|---:|---:|---:|---:|")

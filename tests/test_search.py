@@ -43,20 +43,28 @@ def game_boards(limit: int = 400):
     return boards
 
 
-@pytest.fixture(scope="module")
-def evaluator():
-    return TorchEvaluator(tiny_model(), "cpu", 32, "tiny")
+@pytest.fixture(scope="module", params=[False, True], ids=["in-line", "overlapped"])
+def evaluator(request):
+    """The tiny net with two batches of rows; every search test runs with the net in line and on
+    its second thread (``overlap``, which ``new_search`` reads from here)."""
+    net = TorchEvaluator(tiny_model(), "cpu", 32, "tiny", buffers=2)
+    net.overlap = request.param
+    return net
 
 
 def new_search(evaluator, **settings) -> Search:
+    settings.setdefault("overlap", getattr(evaluator, "overlap", False))
     return Search(evaluator, SearchSettings(**settings))
 
 
 def run(search: Search, playouts: int, batch: int = 16) -> None:
+    """``playouts`` playouts (fewer when the tree is exhausted), then the batch in flight taken in."""
     search.prepare_root()
-    while search.stats.playouts < playouts and search.root.moves is not None:
-        if not search.run_batch(min(batch, playouts - search.stats.playouts)):
-            break
+    idle = 0
+    while search.stats.playouts < playouts and search.root.moves is not None and idle < 3:
+        done = search.run_batch(min(batch, playouts - search.stats.playouts))
+        idle = 0 if done else idle + 1      # an overlapped batch may find every leaf still waiting
+    search.finish()
 
 
 def test_labels_of_cshogi_moves_match_make_move_label():
@@ -131,6 +139,36 @@ def test_search_counts_every_playout_once(evaluator):
     assert math.isclose(sum(root.priors), 1.0, rel_tol=1e-5)
     move, value, pv = search.best()
     assert pv[0] == move and root.moves.index(move) == int(np.argmax(root.n)) and 0 < value < 1
+
+
+@pytest.mark.parametrize("buffers", [2, 1])
+def test_overlap_scores_on_a_second_thread_and_takes_every_batch_in(buffers):
+    """With two batches of rows the net runs on another thread; with one, overlap falls back to in line."""
+    import threading
+
+    net = TorchEvaluator(tiny_model(), "cpu", 16, "tiny", buffers=buffers)
+    scored_on = []
+    evaluate = net.evaluate
+    net.evaluate = lambda n, start=0: scored_on.append((threading.get_ident(), start, n)) or evaluate(n, start)
+    search = new_search(net, overlap=True)
+    search.set_position(None, ["7g7f", "3c3d"])
+    run(search, 300)
+    root = search.root
+    assert search.stats.playouts == 300 == root.visits == sum(root.n)       # no virtual loss left
+    evaluated = [0]
+
+    def count(node):
+        evaluated[0] += node.moves is not None
+        for child in node.children:
+            count(child)
+    count(root)
+    assert search.stats.evaluated == evaluated[0] == sum(n for _, _, n in scored_on)
+    others = [start for ident, start, _ in scored_on if ident != threading.get_ident()]
+    if buffers == 2:
+        assert len(others) == len(scored_on) - 1 and set(others) == {0, 16}   # all but the root's
+    else:
+        assert others == []
+    search.close()
 
 
 def test_priors_are_softmax_of_legal_logits_with_temperature(evaluator):

@@ -121,6 +121,24 @@ def test_go_nodes_is_respected_and_the_tree_reused(engine):
     assert listener.info["nodes"] == 37
 
 
+def test_overlapped_search_plays_legal_moves_to_the_node_limit(nets, tmp_path):
+    """Overlap_Search: the net scores one batch on a second thread while the next is selected."""
+    e = Engine(engine_script(tmp_path, nets[0], ("Overlap_Search", "true")))
+    try:
+        e.isready()
+        moves = []
+        for _ in range(6):
+            e.position(moves)
+            listener = InfoListener()
+            best, _ = e.go(nodes=64, listener=listener.listen())
+            assert is_legal(moves, best) and listener.info["nodes"] == 64, (moves, best, listener.info)
+            moves.append(best)
+        e.position(OPENING)
+        assert is_legal(OPENING, e.go(byoyomi=200)[0])
+    finally:
+        e.quit()
+
+
 def test_byoyomi_and_sudden_death_answer_in_time(engine):
     engine.position(OPENING)
     start = time.monotonic()

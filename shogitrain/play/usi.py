@@ -83,6 +83,8 @@ class UsiEngine:
             except Exception as e:      # keep answering the protocol; one line, no traceback
                 self.error(f"internal: {command}: {type(e).__name__}: {e}")
         self._halt(silent=False)        # a search still running is stopped and answers
+        if self.search is not None:
+            self.search.close()
         return 0
 
     def cmd_usi(self, args) -> None:
@@ -180,14 +182,17 @@ class UsiEngine:
         key = self.options.model_key()
         if key == self._model_key and self.evaluator is not None:
             return
+        if self.search is not None:
+            self.search.close()
         self.evaluator, self.search, self._model_key = None, None, None
         path = self.options["DNN_Model"]
         if not path:
             raise PlayError("no model: start with --checkpoint/--onnx or set the DNN_Model option")
         self.evaluator = load_evaluator(path, self.options["Device"], self.options["DNN_Batch_Size"],
-                                        self.options["Threads"], self.options["Weights"])
+                                        self.options["Threads"], self.options["Weights"],
+                                        buffers=2 if self.options["Overlap_Search"] else 1)
         self._model_key = key
-        self.search = Search(self.evaluator)
+        self.search = Search(self.evaluator, self.options.search_settings())
         self.send(f"info string loaded {self.evaluator.description}")
         try:
             self.search.set_position(*self._position)
@@ -272,6 +277,7 @@ class UsiEngine:
             self.send(f"info depth 1 nodes 0 score cp {win_rate_to_cp(value)} pv {move}")
             return move, None
         seconds = self._search_loop(limits, node_limit, clock)
+        search.finish()
         return self._report(seconds)
 
     def _search_loop(self, limits: Limits, node_limit: int, clock: Clock | None) -> float:

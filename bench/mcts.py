@@ -2,14 +2,15 @@
 
     python bench/mcts.py [--nets tiny,5x64] [--batches 1,8,32,64,128,256] [--seconds 2]
                          [--rounds 3] [--threads N] [--checkpoint NAME=PATH ...] [--device cpu]
-                         [--overlap off,on]
+                         [--net-process off,on]
 
 A search that sends every new node to the net cannot beat the forward of that net at the same
-batch size through the same evaluator. Forward and ``Search.run_batch`` run in alternating slices
-(a fresh tree from an opening each round); printed: positions/s, the search's nodes/s and
-positions evaluated/s, the ratio evaluated ÷ forward per wall and per CPU second (goal ≥ 0.8), for
-the search in line and overlapped (``SearchSettings.overlap``: the net on a second thread),
-then the search alone with a null net (its own CPU µs a playout) and the leaf features two ways
+batch size (the bare forward: in this process, through an evaluator's preallocated rows).
+Forward and ``Search.run_batch`` run in alternating slices (a fresh tree from an opening each
+round); printed: positions/s, the search's nodes/s and positions evaluated/s, the ratio evaluated
+÷ forward per wall and per CPU second (goal ≥ 0.8), for the net in line with the search and in a
+process of its own (``Net_Process``: the search overlaps it; its CPU seconds include the net
+process's), then the search alone with a null net (its own CPU µs a playout) and the leaf features two ways
 (cshogi into the rows vs pieces + ``encode_board``). Nets: ``tiny`` = configs/tiny-bn.yaml's
 model, ``5x64``; random BN weights with a sharpened policy, or ``--checkpoint NAME=PATH``.
 Figures and discussion: docs/benchmarks.md, "MCTS".
@@ -18,9 +19,11 @@ Figures and discussion: docs/benchmarks.md, "MCTS".
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shogitrain.device import retain_freed_memory  # noqa: E402
 from shogitrain.models import build_model  # noqa: E402
-from shogitrain.play.evaluator import Evaluator, TorchEvaluator, load_evaluator  # noqa: E402
-from shogitrain.play.search import Search, SearchSettings  # noqa: E402
+from shogitrain.play.evaluator import Evaluator, NetProcess, TorchEvaluator, load_evaluator  # noqa: E402
+from shogitrain.play.search import Search  # noqa: E402
 
 NETS = {"tiny": dict(blocks=2, channels=32, fc_units=32), "5x64": dict(blocks=5, channels=64, fc_units=64)}
 OPENING = "7g7f 3c3d 2g2f 8c8d 2f2e 8d8e 6i7h 4a3b".split()
@@ -43,6 +46,24 @@ def random_net(shape: dict):
     with torch.no_grad():
         model.policy_head.conv.weight.mul_(20.0)
     return model
+
+
+def random_net_evaluator(name: str, device: str, threads: int, **rows) -> TorchEvaluator:
+    """A net of NETS as an evaluator (in a net process too: the process is spawned, it runs this)."""
+    if threads:
+        torch.set_num_threads(threads)
+    return TorchEvaluator(random_net(NETS[name]), device, description=name, **rows)
+
+
+def cpu_seconds(evaluator) -> float:
+    """CPU seconds of this process, and of the evaluator's net process if it has one (Linux /proc)."""
+    total = time.process_time()
+    process = getattr(evaluator, "process", None)
+    if process is not None:
+        with open(f"/proc/{process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def sample_boards(count: int):
@@ -65,9 +86,9 @@ class Meter:
     def __init__(self):
         self.playouts, self.evaluated, self.wall, self.cpu = 0, 0, 0.0, 0.0
 
-    def run(self, step, seconds: float, finish=None) -> None:
+    def run(self, evaluator, step, seconds: float, finish=None) -> None:
         """``step()`` → (playouts, evaluated) until ``seconds`` have passed, then ``finish()`` (→ the same)."""
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), cpu_seconds(evaluator)
         while time.perf_counter() - wall < seconds:
             playouts, evaluated = step()
             self.playouts += playouts
@@ -77,24 +98,24 @@ class Meter:
             self.playouts += playouts
             self.evaluated += evaluated
         self.wall += time.perf_counter() - wall
-        self.cpu += time.process_time() - cpu
+        self.cpu += cpu_seconds(evaluator) - cpu
 
 
-def measure(evaluator, batch: int, seconds: float, rounds: int, overlap: bool) -> tuple[Meter, Meter]:
-    """Forward and MCTS in alternating slices of ``seconds`` / 4 (so that a change in the load of
-    the machine hits both alike); each round starts a fresh tree. An overlapped search's slice ends
-    when its last batch is in (the next forward slice then has the net to itself)."""
+def measure(net, search_net, batch: int, seconds: float, rounds: int) -> tuple[Meter, Meter]:
+    """The bare forward of ``net`` and MCTS with ``search_net`` (the same net, or a NetProcess of
+    it) in alternating slices of ``seconds`` / 4, so that a change in the load of the machine hits
+    both alike; each round starts a fresh tree. A search slice ends when its last batch is in."""
     boards = sample_boards(batch * 2 + 40)
     forward, mcts = Meter(), Meter()
 
     def forward_step():
-        evaluator.evaluate(batch)
+        net.evaluate(batch)
         return batch, batch
 
     for _ in range(rounds):
         for slot in range(batch):
-            evaluator.write(slot, boards[slot % len(boards)])
-        search = Search(evaluator, SearchSettings(overlap=overlap))
+            net.write(slot, boards[slot % len(boards)])
+        search = Search(search_net)
         search.set_position(None, OPENING)
         search.prepare_root()
         search.run_batch(batch)
@@ -110,9 +131,8 @@ def measure(evaluator, batch: int, seconds: float, rounds: int, overlap: bool) -
             return 0, search.stats.evaluated - before
 
         for _ in range(4):
-            forward.run(forward_step, seconds / 4)
-            mcts.run(mcts_step, seconds / 4, mcts_finish)
-        search.close()
+            forward.run(net, forward_step, seconds / 4)
+            mcts.run(search_net, mcts_step, seconds / 4, mcts_finish)
     return forward, mcts
 
 
@@ -181,7 +201,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
-    ap.add_argument("--overlap", default="off,on", help="search in line (off), overlapped (on), or both")
+    ap.add_argument("--net-process", default="off,on",
+                    help="the net in line with the search (off), in a process of its own (on), or both")
     args = ap.parse_args()
     retain_freed_memory()
     if args.threads:
@@ -190,23 +211,30 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}, {args.rounds} rounds of {args.seconds} s")
-    print("| net | search | batch | forward pos/s | MCTS nodes/s | MCTS evaluated/s | ratio evaluated ÷ forward "
+    print("| net | the net | batch | forward pos/s | MCTS nodes/s | MCTS evaluated/s | ratio evaluated ÷ forward "
           "| same per CPU-s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.nets.split(","):
         for batch in batches:
             if name in checkpoints:
-                evaluator = load_evaluator(checkpoints[name], args.device, batch, args.threads, buffers=2)
+                net = load_evaluator(checkpoints[name], args.device, batch, args.threads)
             else:
-                evaluator = TorchEvaluator(random_net(NETS[name]), args.device, batch, name, buffers=2)
-            evaluator.warm_up()
-            for mode in args.overlap.split(","):
-                forward, mcts = measure(evaluator, batch, args.seconds, args.rounds, overlap=mode == "on")
+                net = random_net_evaluator(name, args.device, args.threads, batch_size=batch)
+                net.warm_up()
+            for mode in args.net_process.split(","):
+                if mode == "off":
+                    search_net = net
+                elif name in checkpoints:
+                    search_net = load_evaluator(checkpoints[name], args.device, batch, args.threads, net_process=True)
+                else:
+                    search_net = NetProcess(partial(random_net_evaluator, name, args.device, args.threads), batch)
+                forward, mcts = measure(net, search_net, batch, args.seconds, args.rounds)
+                search_net.close()
                 wall = (mcts.evaluated / mcts.wall) / (forward.evaluated / forward.wall)
                 cpu = (mcts.evaluated / mcts.cpu) / (forward.evaluated / forward.cpu)
                 label = f"{name} ({'trained' if name in checkpoints else 'random'})"
-                search = "overlapped" if mode == "on" else "in line"
-                print(f"| {label} | {search} | {batch} | {forward.evaluated / forward.wall:,.0f} "
+                where = "own process" if mode == "on" else "in line"
+                print(f"| {label} | {where} | {batch} | {forward.evaluated / forward.wall:,.0f} "
                       f"| {mcts.playouts / mcts.wall:,.0f} | {mcts.evaluated / mcts.wall:,.0f} | **{wall:.2f}** "
                       f"| {cpu:.2f} |", flush=True)
     print("\n| batch | search alone (null net), CPU µs/playout | features: cshogi make_input_features µs/pos "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from cshogi.dlshogi import make_input_features, make_move_label  # noqa: E402
 
 from play_nets import tiny_model  # noqa: E402
 from shogitrain.features import encode_board, label_table  # noqa: E402
-from shogitrain.play.evaluator import TorchEvaluator  # noqa: E402
+from shogitrain.play import PlayError  # noqa: E402
+from shogitrain.play.evaluator import NetProcess, TorchEvaluator  # noqa: E402
 from shogitrain.play.search import Search, SearchSettings, policy_move, win_rate_to_cp  # noqa: E402
 from shogitrain.play.timeman import Clock, Limits, TimeBudget, plan_time  # noqa: E402
 from shogitrain.play.tree import DRAW, LOSE, WIN, Exploration, Node, select_child  # noqa: E402
@@ -43,17 +45,23 @@ def game_boards(limit: int = 400):
     return boards
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["in-line", "overlapped"])
+def tiny_net_process(batch_size: int, model=None) -> NetProcess:
+    return NetProcess(partial(TorchEvaluator, model or tiny_model(), "cpu", description="tiny"), batch_size)
+
+
+@pytest.fixture(scope="module", params=["in-line", "net-process"])
 def evaluator(request):
-    """The tiny net with two batches of rows; every search test runs with the net in line and on
-    its second thread (``overlap``, which ``new_search`` reads from here)."""
-    net = TorchEvaluator(tiny_model(), "cpu", 32, "tiny", buffers=2)
-    net.overlap = request.param
-    return net
+    """The tiny net; every search test runs with it in line and in a process of its own (the
+    search then overlaps it)."""
+    if request.param == "in-line":
+        yield TorchEvaluator(tiny_model(), "cpu", 32, "tiny")
+        return
+    net = tiny_net_process(32)
+    yield net
+    net.close()
 
 
 def new_search(evaluator, **settings) -> Search:
-    settings.setdefault("overlap", getattr(evaluator, "overlap", False))
     return Search(evaluator, SearchSettings(**settings))
 
 
@@ -141,34 +149,70 @@ def test_search_counts_every_playout_once(evaluator):
     assert pv[0] == move and root.moves.index(move) == int(np.argmax(root.n)) and 0 < value < 1
 
 
-@pytest.mark.parametrize("buffers", [2, 1])
-def test_overlap_scores_on_a_second_thread_and_takes_every_batch_in(buffers):
-    """With two batches of rows the net runs on another thread; with one, overlap falls back to in line."""
-    import threading
+class Recorded:
+    """An evaluator's submit calls, recorded on the way through."""
 
-    net = TorchEvaluator(tiny_model(), "cpu", 16, "tiny", buffers=buffers)
-    scored_on = []
-    evaluate = net.evaluate
-    net.evaluate = lambda n, start=0: scored_on.append((threading.get_ident(), start, n)) or evaluate(n, start)
-    search = new_search(net, overlap=True)
-    search.set_position(None, ["7g7f", "3c3d"])
-    run(search, 300)
-    root = search.root
-    assert search.stats.playouts == 300 == root.visits == sum(root.n)       # no virtual loss left
-    evaluated = [0]
+    def __init__(self, net):
+        self.calls = []
+        submit = net.submit
+        net.submit = lambda n, start=0: self.calls.append((start, n)) or submit(n, start)
 
-    def count(node):
-        evaluated[0] += node.moves is not None
-        for child in node.children:
-            count(child)
-    count(root)
-    assert search.stats.evaluated == evaluated[0] == sum(n for _, _, n in scored_on)
-    others = [start for ident, start, _ in scored_on if ident != threading.get_ident()]
-    if buffers == 2:
-        assert len(others) == len(scored_on) - 1 and set(others) == {0, 16}   # all but the root's
-    else:
-        assert others == []
-    search.close()
+
+def count_evaluated(node) -> int:
+    return (node.moves is not None) + sum(count_evaluated(child) for child in node.children)
+
+
+def test_a_net_process_scores_alternate_halves_and_every_batch_is_taken_in():
+    net = tiny_net_process(16)
+    try:
+        calls = Recorded(net).calls
+        search = new_search(net)
+        search.set_position(None, ["7g7f", "3c3d"])
+        search.prepare_root()
+        search.run_batch(16)
+        assert search._in_flight is not None       # submitted, the search went on
+        while search.stats.playouts < 300:
+            search.run_batch(min(16, 300 - search.stats.playouts))
+        search.finish()
+        root = search.root
+        assert search.stats.playouts == 300 == root.visits == sum(root.n)       # no virtual loss left
+        assert search.stats.evaluated == count_evaluated(root) == sum(n for _, n in calls)
+        starts = [start for start, _ in calls[1:]]                              # after the root's
+        assert starts[::2] == [0] * len(starts[::2]) and set(starts[1::2]) == {16}
+    finally:
+        net.close()
+
+
+def test_a_net_process_gives_the_outputs_of_the_net_in_line():
+    model = tiny_model()
+    in_line, remote = TorchEvaluator(model, "cpu", 8, "tiny"), tiny_net_process(8, model)
+    try:
+        for slot, board in enumerate(game_boards(8)):
+            in_line.write(slot, board)
+            remote.write(slot + 8, board)
+        logits, values = in_line.evaluate(8)
+        remote.submit(8, 8)
+        remote_logits, remote_values = remote.collect()
+        np.testing.assert_allclose(remote_logits, logits, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(remote_values, values, rtol=1e-5, atol=1e-6)
+        assert remote.description == "tiny in its own process"
+    finally:
+        remote.close()
+    assert remote.process is None
+
+
+def test_a_net_process_that_dies_or_cannot_load_is_a_play_error():
+    net = tiny_net_process(4)
+    net.process.kill()
+    with pytest.raises(PlayError, match=r"the net's process ended \(exit code -9\)"):
+        net.evaluate(1)
+    net.close()
+    with pytest.raises(PlayError, match="could not load the net: ValueError: 7 rows"):
+        NetProcess(partial(refuse_to_load, "7 rows"), 4)
+
+
+def refuse_to_load(why: str, **_):
+    raise ValueError(why)
 
 
 def test_priors_are_softmax_of_legal_logits_with_temperature(evaluator):

@@ -81,12 +81,12 @@ OPTIONS = (
     Option("Time_Margin", "spin", 1000, 0, 600000),
     Option("PV_Interval", "spin", 500, 0, 600000),
     Option("ReuseSubtree", "check", _D.reuse_tree),
-    Option("Overlap_Search", "check", _D.overlap),          # the net on a second thread (takes effect at isready)
+    Option("Net_Process", "check", False),                  # the net in a process of its own, overlapping the search
     Option("USI_Ponder", "check", False),
 )
 _BY_NAME = {o.name.lower(): o for o in OPTIONS}
 # options whose change needs the model loaded again
-MODEL_OPTIONS = ("DNN_Model", "Device", "Weights", "DNN_Batch_Size", "Threads", "Overlap_Search")
+MODEL_OPTIONS = ("DNN_Model", "Device", "Weights", "DNN_Batch_Size", "Threads", "Net_Process")
 
 
 class EngineOptions:
@@ -120,4 +120,4 @@ class EngineOptions:
             softmax_temperature=v["Softmax_Temperature"] / 100,
             draw_value_black=v["Draw_Value_Black"] / 1000, draw_value_white=v["Draw_Value_White"] / 1000,
             draw_ply=v["Draw_Ply"], leaf_mate_ply=leaf if leaf < 2 else leaf | 1,   # mate searches are odd
-            reuse_tree=v["ReuseSubtree"], overlap=v["Overlap_Search"])
+            reuse_tree=v["ReuseSubtree"])

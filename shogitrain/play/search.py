@@ -12,17 +12,17 @@ Then the net scores the queued rows in one call, every new node gets its legal m
 softmax over the policy logits at their dlshogi move labels, with a temperature; labels, softmax
 and sorting done for the whole batch with numpy) and its value is backed up along its path.
 
-With ``overlap`` the net scores one batch on a second thread while the next is selected (two sets
-of input rows; torch and onnxruntime run without the GIL), as dlshogi's search threads keep its
-GPU busy: a batch's leaves are still waiting for the net while the next batch descends, so more
-playouts are discarded, and the search costs a second core. ``finish()`` takes in the batch in flight.
+With an asynchronous evaluator (``NetProcess``: the net in a process of its own) the search
+overlaps the net, as dlshogi's search threads keep its GPU busy: batch k is scored while batch k+1
+is selected into the other half of the input rows, and taken into the tree once k+1 has gone to
+the net (so the net goes from one batch to the next without waiting). The cost: batch k+1's playouts find batch k's leaves still waiting (more are discarded), and the net
+takes a second core. ``finish()`` takes in the batch in flight.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -59,8 +59,6 @@ class SearchSettings:
     draw_ply: int = 0            # positions past this game ply are draws (0: no limit)
     leaf_mate_ply: int = 3       # mate search at new leaves: 0 (off), 1, 3, 5 or 7 plies
     reuse_tree: bool = True
-    overlap: bool = False        # score a batch on a second thread while selecting the next (with an
-                                 # evaluator of two batches of rows; a single-batch one scores in line)
 
 
 @dataclass
@@ -79,7 +77,6 @@ class LeafBatch:
     paths: list = field(default_factory=list)
     moves: list = field(default_factory=list)     # each leaf's legal moves
     turns: list = field(default_factory=list)
-    scored: Future | None = None                  # (logits, values) once the net has run
 
 
 class Search:
@@ -96,8 +93,7 @@ class Search:
         self._position_key = None         # (start sfen, moves) of the root
         self._labels = label_table()
         self._building = LeafBatch(0)
-        self._in_flight: LeafBatch | None = None
-        self._net_thread: ThreadPoolExecutor | None = None
+        self._in_flight: LeafBatch | None = None      # submitted to an asynchronous evaluator
         self.stats = SearchStats()
 
     # -------------------------------------------------------------------------------- position
@@ -180,14 +176,17 @@ class Search:
                 max_depth = depth
             if outcome == DISCARDED:
                 discarded.append(path)
-                if len(discarded) > playouts // 2:    # the tree is too small for this batch
+                if len(discarded) > max(playouts // 2, 4):    # the tree is too small for this batch
                     break
             else:
                 done += 1
-        if self.settings.overlap and self.evaluator.rows >= 2 * self.evaluator.batch_size:
-            self.finish()
+        if self.evaluator.asynchronous:
+            # this batch goes to the net before the one it is scoring is taken in: the net never waits
+            previous, self._in_flight = self._in_flight, None
             if self._building.nodes:
                 self._send()
+            if previous is not None:
+                self._take_in(previous, *self.evaluator.collect())
         elif self._building.nodes:
             self._score_now()
         for path in discarded:
@@ -259,17 +258,10 @@ class Search:
         return s.draw_value_white if board.turn == 0 else s.draw_value_black
 
     def finish(self) -> None:
-        """Wait for the batch the net is scoring on the second thread (if any) and take it into the tree."""
+        """Wait for the batch the net is scoring (if any) and take it into the tree."""
         batch, self._in_flight = self._in_flight, None
         if batch is not None:
-            self._take_in(batch, *batch.scored.result())
-
-    def close(self) -> None:
-        """Finish and stop the net's thread."""
-        self.finish()
-        if self._net_thread is not None:
-            self._net_thread.shutdown()
-            self._net_thread = None
+            self._take_in(batch, *self.evaluator.collect())
 
     def _queue(self, node: Node, path: list, legal: list) -> None:
         batch = self._building
@@ -285,11 +277,9 @@ class Search:
         self._take_in(batch, *self.evaluator.evaluate(len(batch.nodes), batch.start))
 
     def _send(self) -> None:
-        """Have the net's thread score the batch just built; the next one fills the other rows."""
-        if self._net_thread is None:
-            self._net_thread = ThreadPoolExecutor(1, thread_name_prefix="shogitrain-net")
+        """Submit the batch just built; the next one fills the other half of the rows."""
         batch = self._in_flight = self._building
-        batch.scored = self._net_thread.submit(self.evaluator.evaluate, len(batch.nodes), batch.start)
+        self.evaluator.submit(len(batch.nodes), batch.start)
         self._building = LeafBatch(self.evaluator.batch_size - batch.start)
 
     def _take_in(self, batch: LeafBatch, logits: np.ndarray, values: np.ndarray) -> None:

@@ -83,8 +83,7 @@ class UsiEngine:
             except Exception as e:      # keep answering the protocol; one line, no traceback
                 self.error(f"internal: {command}: {type(e).__name__}: {e}")
         self._halt(silent=False)        # a search still running is stopped and answers
-        if self.search is not None:
-            self.search.close()
+        self._unload_model()
         return 0
 
     def cmd_usi(self, args) -> None:
@@ -178,19 +177,24 @@ class UsiEngine:
 
     # ------------------------------------------------------------------------------ model
 
+    def _unload_model(self) -> None:
+        if self.search is not None and self.evaluator.working():
+            self.search.finish()
+        if self.evaluator is not None:
+            self.evaluator.close()
+        self.evaluator, self.search, self._model_key = None, None, None
+
     def _load_model(self) -> None:
         key = self.options.model_key()
-        if key == self._model_key and self.evaluator is not None:
+        if key == self._model_key and self.evaluator is not None and self.evaluator.working():
             return
-        if self.search is not None:
-            self.search.close()
-        self.evaluator, self.search, self._model_key = None, None, None
+        self._unload_model()
         path = self.options["DNN_Model"]
         if not path:
             raise PlayError("no model: start with --checkpoint/--onnx or set the DNN_Model option")
         self.evaluator = load_evaluator(path, self.options["Device"], self.options["DNN_Batch_Size"],
                                         self.options["Threads"], self.options["Weights"],
-                                        buffers=2 if self.options["Overlap_Search"] else 1)
+                                        self.options["Net_Process"])
         self._model_key = key
         self.search = Search(self.evaluator, self.options.search_settings())
         self.send(f"info string loaded {self.evaluator.description}")

@@ -2,12 +2,15 @@
 
     python bench/mcts.py [--nets tiny,5x64] [--batches 1,8,32,64,128,256] [--seconds 2]
                          [--rounds 3] [--threads N] [--checkpoint NAME=PATH ...] [--device cpu]
+                         [--net-process off,on]
 
 A search that sends every new node to the net cannot beat the forward of that net at the same
-batch size through the same evaluator. Forward and ``Search.run_batch`` run in alternating slices
-(a fresh tree from an opening each round); printed: positions/s, the search's nodes/s and
-positions evaluated/s, the ratio evaluated ÷ forward per wall and per CPU second (goal ≥ 0.8),
-then the search alone with a null net (its own CPU µs a playout) and the leaf features two ways
+batch size (the bare forward: in this process, through an evaluator's preallocated rows).
+Forward and ``Search.run_batch`` run in alternating slices (a fresh tree from an opening each
+round); printed: positions/s, the search's nodes/s and positions evaluated/s, the ratio evaluated
+÷ forward per wall and per CPU second (goal ≥ 0.8), for the net in line with the search and in a
+process of its own (``Net_Process``: the search overlaps it; its CPU seconds include the net
+process's), then the search alone with a null net (its own CPU µs a playout) and the leaf features two ways
 (cshogi into the rows vs pieces + ``encode_board``). Nets: ``tiny`` = configs/tiny-bn.yaml's
 model, ``5x64``; random BN weights with a sharpened policy, or ``--checkpoint NAME=PATH``.
 Figures and discussion: docs/benchmarks.md, "MCTS".
@@ -16,9 +19,11 @@ Figures and discussion: docs/benchmarks.md, "MCTS".
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shogitrain.device import retain_freed_memory  # noqa: E402
 from shogitrain.models import build_model  # noqa: E402
-from shogitrain.play.evaluator import Evaluator, TorchEvaluator, load_evaluator  # noqa: E402
+from shogitrain.play.evaluator import Evaluator, NetProcess, TorchEvaluator, load_evaluator  # noqa: E402
 from shogitrain.play.search import Search  # noqa: E402
 
 NETS = {"tiny": dict(blocks=2, channels=32, fc_units=32), "5x64": dict(blocks=5, channels=64, fc_units=64)}
@@ -41,6 +46,24 @@ def random_net(shape: dict):
     with torch.no_grad():
         model.policy_head.conv.weight.mul_(20.0)
     return model
+
+
+def random_net_evaluator(name: str, device: str, threads: int, **rows) -> TorchEvaluator:
+    """A net of NETS as an evaluator (in a net process too: the process is spawned, it runs this)."""
+    if threads:
+        torch.set_num_threads(threads)
+    return TorchEvaluator(random_net(NETS[name]), device, description=name, **rows)
+
+
+def cpu_seconds(evaluator) -> float:
+    """CPU seconds of this process, and of the evaluator's net process if it has one (Linux /proc)."""
+    total = time.process_time()
+    process = getattr(evaluator, "process", None)
+    if process is not None:
+        with open(f"/proc/{process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def sample_boards(count: int):
@@ -63,41 +86,53 @@ class Meter:
     def __init__(self):
         self.playouts, self.evaluated, self.wall, self.cpu = 0, 0, 0.0, 0.0
 
-    def run(self, step, seconds: float) -> None:
-        wall, cpu = time.perf_counter(), time.process_time()
+    def run(self, evaluator, step, seconds: float, finish=None) -> None:
+        """``step()`` → (playouts, evaluated) until ``seconds`` have passed, then ``finish()`` (→ the same)."""
+        wall, cpu = time.perf_counter(), cpu_seconds(evaluator)
         while time.perf_counter() - wall < seconds:
             playouts, evaluated = step()
             self.playouts += playouts
             self.evaluated += evaluated
+        if finish is not None:
+            playouts, evaluated = finish()
+            self.playouts += playouts
+            self.evaluated += evaluated
         self.wall += time.perf_counter() - wall
-        self.cpu += time.process_time() - cpu
+        self.cpu += cpu_seconds(evaluator) - cpu
 
 
-def measure(evaluator, batch: int, seconds: float, rounds: int) -> tuple[Meter, Meter]:
-    """Forward and MCTS in alternating slices of ``seconds`` / 4 (so that a change in the load of
-    the machine hits both alike); each round starts a fresh tree."""
+def measure(net, search_net, batch: int, seconds: float, rounds: int) -> tuple[Meter, Meter]:
+    """The bare forward of ``net`` and MCTS with ``search_net`` (the same net, or a NetProcess of
+    it) in alternating slices of ``seconds`` / 4, so that a change in the load of the machine hits
+    both alike; each round starts a fresh tree. A search slice ends when its last batch is in."""
     boards = sample_boards(batch * 2 + 40)
     forward, mcts = Meter(), Meter()
 
     def forward_step():
-        evaluator.evaluate(batch)
+        net.evaluate(batch)
         return batch, batch
 
     for _ in range(rounds):
         for slot in range(batch):
-            evaluator.write(slot, boards[slot % len(boards)])
-        search = Search(evaluator)
+            net.write(slot, boards[slot % len(boards)])
+        search = Search(search_net)
         search.set_position(None, OPENING)
         search.prepare_root()
         search.run_batch(batch)
+        search.finish()
 
         def mcts_step():
             before = search.stats.evaluated
             return search.run_batch(batch), search.stats.evaluated - before
 
+        def mcts_finish():
+            before = search.stats.evaluated
+            search.finish()
+            return 0, search.stats.evaluated - before
+
         for _ in range(4):
-            forward.run(forward_step, seconds / 4)
-            mcts.run(mcts_step, seconds / 4)
+            forward.run(net, forward_step, seconds / 4)
+            mcts.run(search_net, mcts_step, seconds / 4, mcts_finish)
     return forward, mcts
 
 
@@ -110,7 +145,7 @@ class NullNet(Evaluator):
         self.logits = (rng.standard_normal((batch, 2187)) * 3).astype(np.float32)
         self.values = rng.uniform(0.3, 0.7, batch).astype(np.float32)
 
-    def evaluate(self, n: int):
+    def evaluate(self, n: int, start: int = 0):
         return self.logits[:n], self.values[:n]
 
 
@@ -166,6 +201,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
+    ap.add_argument("--net-process", default="off,on",
+                    help="the net in line with the search (off), in a process of its own (on), or both")
     args = ap.parse_args()
     retain_freed_memory()
     if args.threads:
@@ -174,22 +211,32 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {args.device}, {args.rounds} rounds of {args.seconds} s")
-    print("| net | batch | forward pos/s | MCTS nodes/s | MCTS evaluated/s | ratio evaluated ÷ forward "
+    print("| net | the net | batch | forward pos/s | MCTS nodes/s | MCTS evaluated/s | ratio evaluated ÷ forward "
           "| same per CPU-s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.nets.split(","):
         for batch in batches:
             if name in checkpoints:
-                evaluator = load_evaluator(checkpoints[name], args.device, batch, args.threads)
+                net = load_evaluator(checkpoints[name], args.device, batch, args.threads)
             else:
-                evaluator = TorchEvaluator(random_net(NETS[name]), args.device, batch, name)
-            evaluator.warm_up()
-            forward, mcts = measure(evaluator, batch, args.seconds, args.rounds)
-            wall = (mcts.evaluated / mcts.wall) / (forward.evaluated / forward.wall)
-            cpu = (mcts.evaluated / mcts.cpu) / (forward.evaluated / forward.cpu)
-            label = f"{name} ({'trained' if name in checkpoints else 'random'})"
-            print(f"| {label} | {batch} | {forward.evaluated / forward.wall:,.0f} | {mcts.playouts / mcts.wall:,.0f} "
-                  f"| {mcts.evaluated / mcts.wall:,.0f} | **{wall:.2f}** | {cpu:.2f} |", flush=True)
+                net = random_net_evaluator(name, args.device, args.threads, batch_size=batch)
+                net.warm_up()
+            for mode in args.net_process.split(","):
+                if mode == "off":
+                    search_net = net
+                elif name in checkpoints:
+                    search_net = load_evaluator(checkpoints[name], args.device, batch, args.threads, net_process=True)
+                else:
+                    search_net = NetProcess(partial(random_net_evaluator, name, args.device, args.threads), batch)
+                forward, mcts = measure(net, search_net, batch, args.seconds, args.rounds)
+                search_net.close()
+                wall = (mcts.evaluated / mcts.wall) / (forward.evaluated / forward.wall)
+                cpu = (mcts.evaluated / mcts.cpu) / (forward.evaluated / forward.cpu)
+                label = f"{name} ({'trained' if name in checkpoints else 'random'})"
+                where = "own process" if mode == "on" else "in line"
+                print(f"| {label} | {where} | {batch} | {forward.evaluated / forward.wall:,.0f} "
+                      f"| {mcts.playouts / mcts.wall:,.0f} | {mcts.evaluated / mcts.wall:,.0f} | **{wall:.2f}** "
+                      f"| {cpu:.2f} |", flush=True)
     print("\n| batch | search alone (null net), CPU µs/playout | features: cshogi make_input_features µs/pos "
           "| features: pieces + encode_board µs/pos |")
     print("|---:|---:|---:|---:|")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from cshogi.dlshogi import make_input_features, make_move_label  # noqa: E402
 
 from play_nets import tiny_model  # noqa: E402
 from shogitrain.features import encode_board, label_table  # noqa: E402
-from shogitrain.play.evaluator import TorchEvaluator  # noqa: E402
+from shogitrain.play import PlayError  # noqa: E402
+from shogitrain.play.evaluator import NetProcess, TorchEvaluator  # noqa: E402
 from shogitrain.play.search import Search, SearchSettings, policy_move, win_rate_to_cp  # noqa: E402
 from shogitrain.play.timeman import Clock, Limits, TimeBudget, plan_time  # noqa: E402
 from shogitrain.play.tree import DRAW, LOSE, WIN, Exploration, Node, select_child  # noqa: E402
@@ -43,9 +45,20 @@ def game_boards(limit: int = 400):
     return boards
 
 
-@pytest.fixture(scope="module")
-def evaluator():
-    return TorchEvaluator(tiny_model(), "cpu", 32, "tiny")
+def tiny_net_process(batch_size: int, model=None) -> NetProcess:
+    return NetProcess(partial(TorchEvaluator, model or tiny_model(), "cpu", description="tiny"), batch_size)
+
+
+@pytest.fixture(scope="module", params=["in-line", "net-process"])
+def evaluator(request):
+    """The tiny net; every search test runs with it in line and in a process of its own (the
+    search then overlaps it)."""
+    if request.param == "in-line":
+        yield TorchEvaluator(tiny_model(), "cpu", 32, "tiny")
+        return
+    net = tiny_net_process(32)
+    yield net
+    net.close()
 
 
 def new_search(evaluator, **settings) -> Search:
@@ -53,10 +66,13 @@ def new_search(evaluator, **settings) -> Search:
 
 
 def run(search: Search, playouts: int, batch: int = 16) -> None:
+    """``playouts`` playouts (fewer when the tree is exhausted), then the batch in flight taken in."""
     search.prepare_root()
-    while search.stats.playouts < playouts and search.root.moves is not None:
-        if not search.run_batch(min(batch, playouts - search.stats.playouts)):
-            break
+    idle = 0
+    while search.stats.playouts < playouts and search.root.moves is not None and idle < 3:
+        done = search.run_batch(min(batch, playouts - search.stats.playouts))
+        idle = 0 if done else idle + 1      # an overlapped batch may find every leaf still waiting
+    search.finish()
 
 
 def test_labels_of_cshogi_moves_match_make_move_label():
@@ -131,6 +147,72 @@ def test_search_counts_every_playout_once(evaluator):
     assert math.isclose(sum(root.priors), 1.0, rel_tol=1e-5)
     move, value, pv = search.best()
     assert pv[0] == move and root.moves.index(move) == int(np.argmax(root.n)) and 0 < value < 1
+
+
+class Recorded:
+    """An evaluator's submit calls, recorded on the way through."""
+
+    def __init__(self, net):
+        self.calls = []
+        submit = net.submit
+        net.submit = lambda n, start=0: self.calls.append((start, n)) or submit(n, start)
+
+
+def count_evaluated(node) -> int:
+    return (node.moves is not None) + sum(count_evaluated(child) for child in node.children)
+
+
+def test_a_net_process_scores_alternate_halves_and_every_batch_is_taken_in():
+    net = tiny_net_process(16)
+    try:
+        calls = Recorded(net).calls
+        search = new_search(net)
+        search.set_position(None, ["7g7f", "3c3d"])
+        search.prepare_root()
+        search.run_batch(16)
+        assert search._in_flight is not None       # submitted, the search went on
+        while search.stats.playouts < 300:
+            search.run_batch(min(16, 300 - search.stats.playouts))
+        search.finish()
+        root = search.root
+        assert search.stats.playouts == 300 == root.visits == sum(root.n)       # no virtual loss left
+        assert search.stats.evaluated == count_evaluated(root) == sum(n for _, n in calls)
+        starts = [start for start, _ in calls[1:]]                              # after the root's
+        assert starts[::2] == [0] * len(starts[::2]) and set(starts[1::2]) == {16}
+    finally:
+        net.close()
+
+
+def test_a_net_process_gives_the_outputs_of_the_net_in_line():
+    model = tiny_model()
+    in_line, remote = TorchEvaluator(model, "cpu", 8, "tiny"), tiny_net_process(8, model)
+    try:
+        for slot, board in enumerate(game_boards(8)):
+            in_line.write(slot, board)
+            remote.write(slot + 8, board)
+        logits, values = in_line.evaluate(8)
+        remote.submit(8, 8)
+        remote_logits, remote_values = remote.collect()
+        np.testing.assert_allclose(remote_logits, logits, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(remote_values, values, rtol=1e-5, atol=1e-6)
+        assert remote.description == "tiny in its own process"
+    finally:
+        remote.close()
+    assert remote.process is None
+
+
+def test_a_net_process_that_dies_or_cannot_load_is_a_play_error():
+    net = tiny_net_process(4)
+    net.process.kill()
+    with pytest.raises(PlayError, match=r"the net's process ended \(exit code -9\)"):
+        net.evaluate(1)
+    net.close()
+    with pytest.raises(PlayError, match="could not load the net: ValueError: 7 rows"):
+        NetProcess(partial(refuse_to_load, "7 rows"), 4)
+
+
+def refuse_to_load(why: str, **_):
+    raise ValueError(why)
 
 
 def test_priors_are_softmax_of_legal_logits_with_temperature(evaluator):

@@ -121,6 +121,59 @@ def test_go_nodes_is_respected_and_the_tree_reused(engine):
     assert listener.info["nodes"] == 37
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (Linux /proc)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the net's process through /proc")
+def test_a_net_process_plays_and_is_loaded_again_after_it_dies(nets, tmp_path):
+    """Net_Process: the net scores one batch in its own process while the search selects the next;
+    when that process dies the move is resigned with the reason, and isready loads the net again."""
+    import os
+    import signal
+
+    e = Engine(engine_script(tmp_path, nets[0], ("Net_Process", "true")))
+    try:
+        loaded = []
+        e.isready(listener=loaded.append)
+        assert any("in its own process" in line for line in loaded), loaded
+        moves = []
+        for _ in range(4):
+            e.position(moves)
+            listener = InfoListener()
+            best, _ = e.go(nodes=64, listener=listener.listen())
+            assert is_legal(moves, best) and listener.info["nodes"] == 64, (moves, best, listener.info)
+            moves.append(best)
+        nets_processes = [p for p in descendants(e.proc.pid)
+                          if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(nets_processes) == 1, nets_processes
+        os.kill(nets_processes[0], signal.SIGKILL)
+        said = []
+        e.position(moves)
+        assert e.go(nodes=64, listener=said.append)[0] == "resign"
+        assert any("the net's process ended" in line for line in said), said
+        loaded = []
+        e.isready(listener=loaded.append)
+        assert any("in its own process" in line for line in loaded), loaded
+        e.position(OPENING)
+        assert is_legal(OPENING, e.go(byoyomi=200)[0])
+    finally:
+        e.quit()
+
+
 def test_byoyomi_and_sudden_death_answer_in_time(engine):
     engine.position(OPENING)
     start = time.monotonic()

@@ -81,11 +81,12 @@ OPTIONS = (
     Option("Time_Margin", "spin", 1000, 0, 600000),
     Option("PV_Interval", "spin", 500, 0, 600000),
     Option("ReuseSubtree", "check", _D.reuse_tree),
+    Option("Net_Process", "check", False),                  # the net in a process of its own, overlapping the search
     Option("USI_Ponder", "check", False),
 )
 _BY_NAME = {o.name.lower(): o for o in OPTIONS}
 # options whose change needs the model loaded again
-MODEL_OPTIONS = ("DNN_Model", "Device", "Weights", "DNN_Batch_Size", "Threads")
+MODEL_OPTIONS = ("DNN_Model", "Device", "Weights", "DNN_Batch_Size", "Threads", "Net_Process")
 
 
 class EngineOptions:

@@ -11,13 +11,19 @@ adding a virtual loss (one visit, no win) to every edge it takes, until it reach
 Then the net scores the queued rows in one call, every new node gets its legal moves' priors (a
 softmax over the policy logits at their dlshogi move labels, with a temperature; labels, softmax
 and sorting done for the whole batch with numpy) and its value is backed up along its path.
+
+With an asynchronous evaluator (``NetProcess``: the net in a process of its own) the search
+overlaps the net, as dlshogi's search threads keep its GPU busy: batch k is scored while batch k+1
+is selected into the other half of the input rows, and taken into the tree once k+1 has gone to
+the net (so the net goes from one batch to the next without waiting). The cost: batch k+1's playouts find batch k's leaves still waiting (more are discarded), and the net
+takes a second core. ``finish()`` takes in the batch in flight.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -62,6 +68,17 @@ class SearchStats:
     max_depth: int = 0
 
 
+@dataclass
+class LeafBatch:
+    """Leaves queued for the net; their input rows start at row ``start`` of the evaluator."""
+
+    start: int
+    nodes: list = field(default_factory=list)
+    paths: list = field(default_factory=list)
+    moves: list = field(default_factory=list)     # each leaf's legal moves
+    turns: list = field(default_factory=list)
+
+
 class Search:
     """The root position (a cshogi board with its history) and the tree below it."""
 
@@ -75,7 +92,8 @@ class Search:
         self.root = Node()
         self._position_key = None         # (start sfen, moves) of the root
         self._labels = label_table()
-        self._queue_nodes, self._queue_paths, self._queue_moves, self._queue_turns = [], [], [], []
+        self._building = LeafBatch(0)
+        self._in_flight: LeafBatch | None = None      # submitted to an asynchronous evaluator
         self.stats = SearchStats()
 
     # -------------------------------------------------------------------------------- position
@@ -117,6 +135,7 @@ class Search:
         self._new_tree((sfen, tuple(played)), node)
 
     def _new_tree(self, key, root: Node | None = None) -> None:
+        self.finish()
         self._position_key = key
         self.root = root if root is not None and root.moves is not None else Node()
 
@@ -127,6 +146,7 @@ class Search:
 
     def prepare_root(self) -> None:
         """Evaluate the root if it is new (its moves and priors are needed to select)."""
+        self.finish()
         self.stats = SearchStats()
         s = self.settings
         self._root_exploration = Exploration(s.c_init_root, s.c_base_root, s.fpu_reduction_root)
@@ -136,7 +156,7 @@ class Search:
             if not legal:
                 return
             self._queue(self.root, [], legal)
-            self._evaluate_queue()
+            self._score_now()
 
     def run_batch(self, playouts: int) -> int:
         """Up to ``playouts`` playouts and one evaluation of the net; returns the playouts finished."""
@@ -156,12 +176,19 @@ class Search:
                 max_depth = depth
             if outcome == DISCARDED:
                 discarded.append(path)
-                if len(discarded) > playouts // 2:    # the tree is too small for this batch
+                if len(discarded) > max(playouts // 2, 4):    # the tree is too small for this batch
                     break
             else:
                 done += 1
-        if self._queue_nodes:
-            self._evaluate_queue()
+        if self.evaluator.asynchronous:
+            # this batch goes to the net before the one it is scoring is taken in: the net never waits
+            previous, self._in_flight = self._in_flight, None
+            if self._building.nodes:
+                self._send()
+            if previous is not None:
+                self._take_in(previous, *self.evaluator.collect())
+        elif self._building.nodes:
+            self._score_now()
         for path in discarded:
             remove_virtual_loss(path)
         self.stats.playouts += done
@@ -230,18 +257,35 @@ class Search:
         s = self.settings
         return s.draw_value_white if board.turn == 0 else s.draw_value_black
 
-    def _queue(self, node: Node, path: list, legal: list) -> None:
-        self.evaluator.write(len(self._queue_nodes), self.board)
-        self._queue_nodes.append(node)
-        self._queue_paths.append(path)
-        self._queue_moves.append(legal)
-        self._queue_turns.append(self.board.turn)
+    def finish(self) -> None:
+        """Wait for the batch the net is scoring (if any) and take it into the tree."""
+        batch, self._in_flight = self._in_flight, None
+        if batch is not None:
+            self._take_in(batch, *self.evaluator.collect())
 
-    def _evaluate_queue(self) -> None:
-        nodes, paths = self._queue_nodes, self._queue_paths
+    def _queue(self, node: Node, path: list, legal: list) -> None:
+        batch = self._building
+        self.evaluator.write(batch.start + len(batch.nodes), self.board)
+        batch.nodes.append(node)
+        batch.paths.append(path)
+        batch.moves.append(legal)
+        batch.turns.append(self.board.turn)
+
+    def _score_now(self) -> None:
+        batch = self._building
+        self._building = LeafBatch(batch.start)
+        self._take_in(batch, *self.evaluator.evaluate(len(batch.nodes), batch.start))
+
+    def _send(self) -> None:
+        """Submit the batch just built; the next one fills the other half of the rows."""
+        batch = self._in_flight = self._building
+        self.evaluator.submit(len(batch.nodes), batch.start)
+        self._building = LeafBatch(self.evaluator.batch_size - batch.start)
+
+    def _take_in(self, batch: LeafBatch, logits: np.ndarray, values: np.ndarray) -> None:
+        nodes, paths = batch.nodes, batch.paths
         count = len(nodes)
-        logits, values = self.evaluator.evaluate(count)
-        moves, priors, bounds = self._sorted_priors(logits, count)
+        moves, priors, bounds = self._sorted_priors(logits, batch.moves, batch.turns)
         moves, priors = memoryview(moves).cast("B"), memoryview(priors).cast("B")   # 4 bytes an item
         for node, path, value, start, end in zip(nodes, paths, values.tolist(), bounds[:-1], bounds[1:]):
             node.moves = array("i")
@@ -251,17 +295,17 @@ class Search:
             node.value = value
             backup(path, 1.0 - value)
         self.stats.evaluated += count
-        self._queue_nodes, self._queue_paths, self._queue_moves, self._queue_turns = [], [], [], []
 
-    def _sorted_priors(self, logits: np.ndarray, count: int):
+    def _sorted_priors(self, logits: np.ndarray, legal: list, turns: list):
         """(moves int32, priors float32, bounds): every queued node's legal moves and their priors,
         each node's run sorted by prior (highest first); node j's run is ``bounds[j]:bounds[j + 1]``."""
-        counts = np.fromiter(map(len, self._queue_moves), np.int64, count)
+        count = len(legal)
+        counts = np.fromiter(map(len, legal), np.int64, count)
         bounds = np.zeros(count + 1, np.int64)
         np.cumsum(counts, out=bounds[1:])
-        moves = np.fromiter(chain.from_iterable(self._queue_moves), np.int64, int(bounds[-1]))
+        moves = np.fromiter(chain.from_iterable(legal), np.int64, int(bounds[-1]))
         node_of = np.repeat(np.arange(count), counts)
-        turn = np.repeat(np.array(self._queue_turns, np.int64), counts)
+        turn = np.repeat(np.array(turns, np.int64), counts)
         labels = self._labels[(moves & 0x7FFF) | (turn << 15)]
         x = logits[node_of, labels].astype(np.float32)
         x *= 1.0 / self.settings.softmax_temperature

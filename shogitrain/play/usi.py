@@ -83,6 +83,7 @@ class UsiEngine:
             except Exception as e:      # keep answering the protocol; one line, no traceback
                 self.error(f"internal: {command}: {type(e).__name__}: {e}")
         self._halt(silent=False)        # a search still running is stopped and answers
+        self._unload_model()
         return 0
 
     def cmd_usi(self, args) -> None:
@@ -176,18 +177,26 @@ class UsiEngine:
 
     # ------------------------------------------------------------------------------ model
 
+    def _unload_model(self) -> None:
+        if self.search is not None and self.evaluator.working():
+            self.search.finish()
+        if self.evaluator is not None:
+            self.evaluator.close()
+        self.evaluator, self.search, self._model_key = None, None, None
+
     def _load_model(self) -> None:
         key = self.options.model_key()
-        if key == self._model_key and self.evaluator is not None:
+        if key == self._model_key and self.evaluator is not None and self.evaluator.working():
             return
-        self.evaluator, self.search, self._model_key = None, None, None
+        self._unload_model()
         path = self.options["DNN_Model"]
         if not path:
             raise PlayError("no model: start with --checkpoint/--onnx or set the DNN_Model option")
         self.evaluator = load_evaluator(path, self.options["Device"], self.options["DNN_Batch_Size"],
-                                        self.options["Threads"], self.options["Weights"])
+                                        self.options["Threads"], self.options["Weights"],
+                                        self.options["Net_Process"])
         self._model_key = key
-        self.search = Search(self.evaluator)
+        self.search = Search(self.evaluator, self.options.search_settings())
         self.send(f"info string loaded {self.evaluator.description}")
         try:
             self.search.set_position(*self._position)
@@ -272,6 +281,7 @@ class UsiEngine:
             self.send(f"info depth 1 nodes 0 score cp {win_rate_to_cp(value)} pv {move}")
             return move, None
         seconds = self._search_loop(limits, node_limit, clock)
+        search.finish()
         return self._report(seconds)
 
     def _search_loop(self, limits: Limits, node_limit: int, clock: Clock | None) -> float:

@@ -730,7 +730,7 @@ def _results(items, game_filter: GameFilter, pool: _Pool | None, total_bytes: in
         pending: deque = deque()  # tasks in input order: AsyncResult (pool) or list (done here)
         in_pool = 0
         while True:
-            while in_pool < 4 * helpers:  # keep the pool busy, also while this process converts a task
+            while in_pool < 2 * helpers:  # keep the pool busy
                 chunk = next(tasks, None)
                 if chunk is None:
                     break

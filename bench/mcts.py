@@ -10,8 +10,8 @@ Forward and ``Search.run_batch`` run in alternating slices (a fresh tree from an
 round); printed: positions/s, the search's nodes/s and positions evaluated/s, the ratio evaluated
 ÷ forward per wall and per CPU second (goal ≥ 0.8), for the net in line with the search and in a
 process of its own (``Net_Process``: the search overlaps it; its CPU seconds include the net
-process's), then the search alone with a null net (its own CPU µs a playout) and the leaf features two ways
-(cshogi into the rows vs pieces + ``encode_board``). Nets: ``tiny`` = configs/tiny-bn.yaml's
+process's), then the search alone with a null net (its own CPU µs a playout) and the leaf
+features two ways (cshogi into the rows vs pieces + ``encode_board``). Nets: ``tiny`` = configs/tiny-bn.yaml's
 model, ``5x64``; random BN weights with a sharpened policy, or ``--checkpoint NAME=PATH``.
 Figures and discussion: docs/benchmarks.md, "MCTS".
 """

@@ -15,11 +15,12 @@ thread would not do, since the search holds the GIL and a small net's eager forw
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
-from collections import deque
 import tempfile
 import time
+from collections import deque
 from functools import partial
 from pathlib import Path
 
@@ -40,13 +41,12 @@ class Evaluator:
         from cshogi.dlshogi import make_input_features
 
         self.batch_size = batch_size
-        self.rows = batch_size * buffers
         self.description = description
         if features is None:
-            features = (np.zeros((self.rows, FEATURES1, 9, 9), np.float32),
-                        np.zeros((self.rows, FEATURES2, 9, 9), np.float32))
+            features = (np.zeros((batch_size * buffers, FEATURES1, 9, 9), np.float32),
+                        np.zeros((batch_size * buffers, FEATURES2, 9, 9), np.float32))
         self.features1, self.features2 = features
-        self._rows = [(self.features1[i], self.features2[i]) for i in range(self.rows)]
+        self._rows = [(self.features1[i], self.features2[i]) for i in range(len(self.features1))]
         self._make_input_features = make_input_features
         self._submitted: deque = deque()
 
@@ -101,7 +101,8 @@ class TorchEvaluator(Evaluator):
             retain_freed_memory()
         fused = model.fused() if hasattr(model, "fused") else model
         self.model = fused.float().to(self.device).eval()
-        if features is None and self.device.type == "cuda":    # page-locked rows: the copy to the GPU runs asynchronously
+        # page-locked rows on CUDA: the copy to the GPU runs asynchronously
+        if features is None and self.device.type == "cuda":
             features = tuple(torch.zeros(batch_size * buffers, planes, 9, 9, pin_memory=True).numpy()
                              for planes in (FEATURES1, FEATURES2))
         super().__init__(batch_size, description, features, buffers)
@@ -181,8 +182,6 @@ def _torch_evaluator(path: Path, device: str, batch_size: int, threads: int, wei
 def _shared_arrays(path: str, rows: int, create: bool) -> list[np.ndarray]:
     """features1, features2, policy logits and values of ``rows`` positions, laid out in one file
     mapped into memory (plain arrays over the mapping, which they keep alive)."""
-    import mmap
-
     shapes = ((rows, FEATURES1, 9, 9), (rows, FEATURES2, 9, 9), (rows, POLICY_SIZE), (rows,))
     counts = [int(np.prod(shape)) for shape in shapes]
     with open(path, "w+b" if create else "r+b") as f:

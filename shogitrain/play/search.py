@@ -15,8 +15,9 @@ and sorting done for the whole batch with numpy) and its value is backed up alon
 With an asynchronous evaluator (``NetProcess``: the net in a process of its own) the search
 overlaps the net, as dlshogi's search threads keep its GPU busy: batch k is scored while batch k+1
 is selected into the other half of the input rows, and taken into the tree once k+1 has gone to
-the net (so the net goes from one batch to the next without waiting). The cost: batch k+1's playouts find batch k's leaves still waiting (more are discarded), and the net
-takes a second core. ``finish()`` takes in the batch in flight.
+the net (so the net goes from one batch to the next without waiting). The cost: batch k+1's
+playouts find batch k's leaves still waiting (more are discarded), and the net takes a second
+core. ``finish()`` takes in the batch in flight.
 """
 
 from __future__ import annotations

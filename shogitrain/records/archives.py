@@ -89,10 +89,7 @@ def archive_members(path, suffixes):
         elif kind == "stream":
             yield from _with_last(path, produced_in_process(_tar_stream, path, suffixes))
         else:
-            try:
-                import py7zr  # noqa: F401
-            except ImportError:
-                raise ArchiveError(f"{path}: {INSTALL_7Z}") from None
+            require_support(path)       # here, not in the reading process: one line naming the extra
             yield from _with_last(path, produced_in_process(_7z_stream, path, suffixes))
     except ArchiveError:
         raise
